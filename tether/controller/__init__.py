@@ -1,0 +1,1 @@
+"""Controllers: the pure core, the ZeroMQ daemon and the in-process controllers."""

@@ -1,0 +1,133 @@
+"""Run settings and the TOML configuration file of DESIGN.md (``[space]``, ``[strategy]``, ``[run]``)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tether.errors import ConfigError
+from tether.space import Space
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The ``[run]`` table. ``None`` for an optional stop means it is off."""
+
+    budget: int = 30
+    bind: str = "tcp://*:5555"
+    log: str = "run.jsonl"
+    eval_timeout: float = 600.0
+    max_retries: int = 2
+    heartbeat: float = 1.0
+    liveness: int = 3
+    max_time: float | None = None
+    target: float | None = None
+    patience: int | None = None
+    grace: float | None = None  # wait after --resume for in-flight evals; default: liveness window
+
+    def __post_init__(self) -> None:
+        if self.budget < 1:
+            raise ConfigError(f"[run] budget must be >= 1, got {self.budget}")
+        for name in ("eval_timeout", "heartbeat"):
+            v = getattr(self, name)
+            if not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"[run] {name} must be a positive number, got {v}")
+        if self.liveness < 1:
+            raise ConfigError(f"[run] liveness must be >= 1, got {self.liveness}")
+        if self.max_retries < 0:
+            raise ConfigError(f"[run] max_retries must be >= 0, got {self.max_retries}")
+        for name in ("max_time", "patience", "grace"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise ConfigError(f"[run] {name} must be positive, got {v}")
+
+    @property
+    def liveness_window(self) -> float:
+        return self.heartbeat * self.liveness
+
+    @property
+    def resume_grace(self) -> float:
+        return self.grace if self.grace is not None else 2 * self.liveness_window
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+_RUN_TYPES: dict[str, tuple[type, ...]] = {
+    "budget": (int,), "bind": (str,), "log": (str,), "eval_timeout": (int, float),
+    "max_retries": (int,), "heartbeat": (int, float), "liveness": (int,),
+    "max_time": (int, float), "target": (int, float), "patience": (int,),
+    "grace": (int, float),
+}
+
+
+@dataclass(frozen=True)
+class Config:
+    space: Space
+    strategy: str = "random"
+    strategy_options: dict[str, Any] = field(default_factory=dict)
+    run: RunSettings = field(default_factory=RunSettings)
+
+    def with_overrides(self, *, strategy: str | None = None, **run: Any) -> Config:
+        """Command-line options override the file; ``None`` means not given."""
+        given = {k: v for k, v in run.items() if v is not None}
+        try:
+            new_run = replace(self.run, **given)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+        return replace(self, strategy=strategy or self.strategy, run=new_run)
+
+
+def parse_config(data: dict[str, Any]) -> Config:
+    unknown = set(data) - {"space", "strategy", "run"}
+    if unknown:
+        raise ConfigError(f"unknown table(s) in config: {', '.join(sorted(unknown))}")
+    if "space" not in data or not isinstance(data["space"], dict):
+        raise ConfigError("config needs a [space] table with name = [low, high] entries")
+    space = Space.from_mapping(data["space"])
+    strat = dict(_table(data, "strategy"))
+    name = strat.pop("name", "random")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"[strategy] name must be a string, got {name!r}")
+    return Config(space, name, strat, _parse_run(_table(data, "run")))
+
+
+def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
+    t = data.get(key, {})
+    if not isinstance(t, dict):
+        raise ConfigError(f"[{key}] must be a table")
+    return t
+
+
+def _parse_run(table: dict[str, Any]) -> RunSettings:
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        kinds = _RUN_TYPES.get(key)
+        if kinds is None:
+            raise ConfigError(f"unknown key in [run]: {key}")
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            want = "an integer" if kinds == (int,) else "a string" if kinds == (str,) else "a number"
+            raise ConfigError(f"[run] {key} must be {want}, got {value!r}")
+        values[key] = float(value) if float in kinds else value
+    return RunSettings(**values)
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {p} is not valid TOML: {exc}") from None
+    return parse_config(data)
