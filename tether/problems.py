@@ -1,0 +1,58 @@
+"""Standard test problems (all on the unit box, minimised), for demos, tests and benchmarks."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+BRANIN_MIN = -1.0473939180374146  # scaled Branin's minimum on [0, 1]^2
+HARTMANN6_MIN = -3.32237
+
+
+def branin(u: np.ndarray) -> float:
+    """Scaled Branin on [0,1]^2: x0 = 15 u0 - 5, x1 = 15 u1, (f - 44.81) / 51.95."""
+    x0, x1 = 15.0 * u[0] - 5.0, 15.0 * u[1]
+    b, c, t = 5.1 / (4 * np.pi**2), 5.0 / np.pi, 1.0 / (8 * np.pi)
+    f = (x1 - b * x0**2 + c * x0 - 6.0) ** 2 + 10.0 * (1 - t) * np.cos(x0) + 10.0
+    return float((f - 54.81) / 51.95)
+
+
+def branin_delayed(u: np.ndarray) -> float:
+    """Scaled Branin that takes about 0.5 * sum(u) seconds, so evaluations end out of order."""
+    time.sleep(0.5 * float(np.sum(u)))
+    return branin(u)
+
+
+_H6_A = np.array([[10, 3, 17, 3.5, 1.7, 8], [0.05, 10, 17, 0.1, 8, 14],
+                  [3, 3.5, 1.7, 10, 17, 8], [17, 8, 0.05, 10, 0.1, 14]])
+_H6_P = 1e-4 * np.array([[1312, 1696, 5569, 124, 8283, 5886], [2329, 4135, 8307, 3736, 1004, 9991],
+                         [2348, 1451, 3522, 2883, 3047, 6650], [4047, 8828, 8732, 5743, 1091, 381]])
+_H6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
+
+
+def hartmann6(u: np.ndarray) -> float:
+    """Hartmann 6-D on [0,1]^6, minimum about -3.32237."""
+    x = np.asarray(u, dtype=float)
+    return float(-np.sum(_H6_ALPHA * np.exp(-np.sum(_H6_A * (x - _H6_P) ** 2, axis=1))))
+
+
+def trivial(u: np.ndarray) -> float:
+    """As cheap as an objective gets: for throughput measurements."""
+    return float(u[0])
+
+
+def fails(u: np.ndarray) -> float:
+    """Raises on the left half of the box: for failure handling."""
+    if u[0] < 0.5:
+        raise ValueError(f"bad region x0={u[0]:.3f}")
+    return float(u[0])
+
+
+def with_partials(u: np.ndarray, report: Any) -> float:
+    """Reports three partial values (a mock learning curve) before the final one."""
+    final = branin(u)
+    for step in range(3):
+        report(final + 1.0 / (step + 1), step=step)
+    return final

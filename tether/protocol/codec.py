@@ -1,0 +1,128 @@
+"""Strict msgpack codec: size limit, version check, type checks, typed errors only.
+
+Decoding never raises anything but :class:`~tether.errors.RemoteProtocolError`, so a
+malformed or hostile frame cannot crash the controller's loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from typing import Any
+
+import msgpack
+
+from tether.errors import LocalProtocolError, RemoteProtocolError
+from tether.protocol import messages as m
+
+MAX_MESSAGE = 1 << 20  # bytes; evaluation messages are tiny, so 1 MiB is generous
+
+_TYPES: dict[str, type] = {
+    "hello": m.Hello, "partial": m.Partial, "result": m.Result, "failure": m.Failure,
+    "killed": m.Killed, "drain": m.Drain, "goodbye": m.Goodbye, "welcome": m.Welcome,
+    "evaluate": m.Evaluate, "ack": m.Ack, "kill": m.Kill, "terminate": m.Terminate,
+    "rehello": m.Rehello, "heartbeat": m.Heartbeat,
+}
+_NAMES: dict[type, str] = {cls: name for name, cls in _TYPES.items()}
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    raise TypeError("an integer")
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return float(v)
+    raise TypeError("a number")
+
+
+def _str(v: Any) -> str:
+    if isinstance(v, str):
+        return v
+    raise TypeError("a string")
+
+
+def _floats(v: Any) -> tuple[float, ...]:
+    if isinstance(v, (list, tuple)):
+        return tuple(_float(i) for i in v)
+    raise TypeError("a list of numbers")
+
+
+def _strs(v: Any) -> tuple[str, ...]:
+    if isinstance(v, (list, tuple)):
+        return tuple(_str(i) for i in v)
+    raise TypeError("a list of strings")
+
+
+def _refs(v: Any) -> tuple[tuple[int, int], ...]:
+    if isinstance(v, (list, tuple)) and all(isinstance(i, (list, tuple)) and len(i) == 2 for i in v):
+        return tuple((_int(a), _int(b)) for a, b in v)
+    raise TypeError("a list of [eval_id, attempt] pairs")
+
+
+def _map(v: Any) -> dict[str, Any]:
+    if isinstance(v, dict) and all(isinstance(k, str) for k in v):
+        return v
+    raise TypeError("a map with string keys")
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "int": _int, "float": _float, "str": _str, "tuple[float, ...]": _floats,
+    "tuple[str, ...]": _strs, "tuple[EvalRef, ...]": _refs, "dict[str, Any]": _map,
+}
+
+# per message type: (field name, checker, required)
+_SCHEMA: dict[type, list[tuple[str, Callable[[Any], Any], bool]]] = {}
+for _cls in _TYPES.values():
+    _SCHEMA[_cls] = [
+        (f.name, _CHECKS[str(f.type)], f.default is MISSING and f.default_factory is MISSING)
+        for f in fields(_cls)
+    ]
+
+
+def encode(msg: m.Message) -> bytes:
+    name = _NAMES.get(type(msg))
+    if name is None:
+        raise LocalProtocolError(f"not a protocol message: {msg!r}")
+    body: dict[str, Any] = {"v": m.PROTOCOL_VERSION, "t": name}
+    for fname, _check, _req in _SCHEMA[type(msg)]:
+        body[fname] = getattr(msg, fname)
+    try:
+        return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode {name}: {exc}") from None
+
+
+def decode(data: bytes, allowed: tuple[type, ...] | None = None,
+           max_size: int = MAX_MESSAGE) -> m.Message:
+    """Parse one frame into a message of one of the ``allowed`` types."""
+    if len(data) > max_size:
+        raise RemoteProtocolError(f"message of {len(data)} bytes exceeds {max_size}")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many types on hostile input
+        raise RemoteProtocolError(f"not msgpack: {type(exc).__name__}") from None
+    if not isinstance(obj, dict):
+        raise RemoteProtocolError("message is not a map")
+    if obj.get("v") != m.PROTOCOL_VERSION:
+        raise RemoteProtocolError(f"unsupported protocol version {obj.get('v')!r}")
+    cls = _TYPES.get(obj.get("t"))  # type: ignore[arg-type]
+    if cls is None:
+        raise RemoteProtocolError(f"unknown message type {obj.get('t')!r}")
+    if allowed is not None and cls not in allowed:
+        raise RemoteProtocolError(f"message type {obj['t']!r} not allowed in this direction")
+    kwargs: dict[str, Any] = {}
+    for fname, check, required in _SCHEMA[cls]:
+        if fname not in obj:
+            if required:
+                raise RemoteProtocolError(f"{obj['t']}: missing field {fname!r}")
+            continue
+        try:
+            kwargs[fname] = check(obj[fname])
+        except TypeError as exc:
+            raise RemoteProtocolError(f"{obj['t']}: field {fname!r} must be {exc}") from None
+    msg: m.Message = cls(**kwargs)
+    return msg
+

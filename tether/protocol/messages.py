@@ -1,0 +1,133 @@
+"""The messages a worker and a controller exchange (see docs/protocol.md).
+
+Each message is a frozen dataclass; on the wire it is a msgpack map with ``v`` (protocol
+version), ``t`` (type) and the dataclass fields under their names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+EvalRef = tuple[int, int]  # (eval_id, attempt)
+
+
+# ----------------------------------------------------------------- worker -> controller
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First message on every (re)connection; says what the worker still holds."""
+
+    name: str
+    session: str  # random per worker process: a restarted worker is a new session
+    slots: int = 1
+    running: tuple[EvalRef, ...] = ()
+    host: str = ""
+    pid: int = 0
+    job: str = ""  # batch job id when inside Slurm/PBS
+
+
+@dataclass(frozen=True, slots=True)
+class Partial:
+    eval_id: int
+    attempt: int
+    value: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    eval_id: int
+    attempt: int
+    value: float
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    eval_id: int
+    attempt: int
+    error: str
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Killed:
+    eval_id: int
+    attempt: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """The worker takes no new work (its walltime is near) but finishes what it runs."""
+
+    remaining: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Goodbye:
+    """The worker is leaving; ``abandoned`` evaluations should be re-queued at once."""
+
+    reason: str
+    abandoned: tuple[EvalRef, ...] = ()
+
+
+# ----------------------------------------------------------------- controller -> worker
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    epoch: str  # random per controller process: a change means the controller restarted
+    heartbeat: float
+    liveness: int
+    names: tuple[str, ...] = ()  # the space's variable names, for TETHER_PARAMS and templates
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluate:
+    eval_id: int
+    attempt: int
+    x: tuple[float, ...]
+    timeout: float = 0.0  # 0: none
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The controller has the outcome of (eval_id, attempt) in its log: forget it."""
+
+    eval_id: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    eval_id: int
+    attempt: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Terminate:
+    """The run is over: finish up and exit 0."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rehello:
+    """The controller does not know this connection (e.g. it restarted): say Hello again."""
+
+
+# ----------------------------------------------------------------- both ways
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    pass
+
+
+Message = (
+    Hello | Partial | Result | Failure | Killed | Drain | Goodbye
+    | Welcome | Evaluate | Ack | Kill | Terminate | Rehello | Heartbeat
+)
+
+WORKER_MESSAGES = (Hello, Partial, Result, Failure, Killed, Drain, Goodbye, Heartbeat)
+CONTROLLER_MESSAGES = (Welcome, Evaluate, Ack, Kill, Terminate, Rehello, Heartbeat)

@@ -1,0 +1,200 @@
+"""Sans-IO session state for both ends. No sockets, no clocks: ``now`` is passed in.
+
+Worker side (:class:`WorkerSession`): handshake, heartbeats, liveness of the controller,
+and the outbox of outcomes kept until the controller acknowledges them, so a result
+finished while disconnected is delivered after the next handshake. The agent feeds it
+messages and time and carries out the returned effects.
+
+Controller side (:class:`PeerTable`): which connection belongs to which worker, when
+each was last heard from, and when each is owed a heartbeat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from tether.protocol import messages as m
+
+Outcome = m.Result | m.Failure | m.Killed
+
+
+@dataclass(frozen=True, slots=True)
+class StartEval:
+    eval_id: int
+    attempt: int
+    x: tuple[float, ...]
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class StopEval:
+    eval_id: int
+    attempt: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """Drop the socket and connect afresh (the controller went silent or restarted)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    reason: str
+
+
+Action = StartEval | StopEval | Reconnect | Exit
+Effect = m.Message | Action
+
+
+class WorkerSession:
+    """The worker's view of its link to the controller."""
+
+    CONNECTING, READY = "connecting", "ready"
+
+    def __init__(self, name: str, session: str, slots: int = 1, host: str = "", pid: int = 0,
+                 job: str = "", hello_timeout: float = 5.0) -> None:
+        self.name, self.session, self.slots = name, session, slots
+        self.host, self.pid, self.job = host, pid, job
+        self.hello_timeout = hello_timeout
+        self.state = self.CONNECTING
+        self.epoch: str | None = None
+        self.heartbeat = 1.0
+        self.liveness = 3
+        self.names: tuple[str, ...] = ()
+        self.running: dict[tuple[int, int], float] = {}  # (eval_id, attempt) -> start time
+        self.outbox: dict[tuple[int, int], Outcome] = {}
+        self.last_rx = self.last_tx = 0.0
+
+    # ------------------------------------------------------------ handshake
+    def hello(self, now: float) -> m.Hello:
+        """The message that opens a (new) connection."""
+        self.state = self.CONNECTING
+        self.last_rx = self.last_tx = now
+        held = tuple(sorted(set(self.running) | set(self.outbox)))
+        return m.Hello(self.name, self.session, self.slots, held, self.host, self.pid, self.job)
+
+    # ------------------------------------------------------------ inbound
+    def receive(self, msg: m.Message, now: float) -> list[Effect]:
+        self.last_rx = now
+        if isinstance(msg, m.Welcome):
+            self.state = self.READY
+            self.epoch, self.heartbeat, self.liveness = msg.epoch, msg.heartbeat, msg.liveness
+            self.names = msg.names
+            return self._sent(list(self.outbox.values()), now)
+        if self.state != self.READY:
+            return []  # only Welcome means anything before the handshake completes
+        if isinstance(msg, m.Evaluate):
+            key = (msg.eval_id, msg.attempt)
+            if key in self.running or key in self.outbox:
+                return []  # a duplicate dispatch: already on it
+            self.running[key] = now
+            return [StartEval(msg.eval_id, msg.attempt, msg.x, msg.timeout)]
+        if isinstance(msg, m.Kill):
+            key = (msg.eval_id, msg.attempt)
+            if key in self.running:
+                return [StopEval(msg.eval_id, msg.attempt, msg.reason or "killed")]
+            if key not in self.outbox:  # not ours any more: say so, or it stays busy there
+                return self._sent([m.Killed(msg.eval_id, msg.attempt, "not running")], now)
+            return []
+        if isinstance(msg, m.Ack):
+            self.outbox.pop((msg.eval_id, msg.attempt), None)
+            return []
+        if isinstance(msg, m.Terminate):
+            return [Exit(msg.reason or "run over")]
+        if isinstance(msg, m.Rehello):
+            return [self.hello(now)]
+        return []
+
+    # ------------------------------------------------------------ local events
+    def finished(self, outcome: Outcome, now: float) -> list[Effect]:
+        """An evaluation ended here; keep its outcome until the controller ACKs it."""
+        key = (outcome.eval_id, outcome.attempt)
+        self.running.pop(key, None)
+        self.outbox[key] = outcome
+        return self._sent([outcome], now) if self.state == self.READY else []
+
+    def partial(self, msg: m.Partial, now: float) -> list[Effect]:
+        # partials are a progress stream: while disconnected they are dropped, not queued
+        if self.state != self.READY or (msg.eval_id, msg.attempt) not in self.running:
+            return []
+        return self._sent([msg], now)
+
+    def tick(self, now: float) -> list[Effect]:
+        """Heartbeat when quiet; reconnect when the controller has been silent too long."""
+        if self.state == self.CONNECTING:
+            if now - self.last_tx >= self.hello_timeout:
+                return [Reconnect("no welcome")]
+            return []
+        if now - self.last_rx > self.heartbeat * self.liveness:
+            self.state = self.CONNECTING
+            return [Reconnect("controller silent")]
+        if now - self.last_tx >= self.heartbeat:
+            return self._sent([m.Heartbeat()], now)
+        return []
+
+    def next_deadline(self, now: float) -> float:
+        """Seconds until :meth:`tick` may have something to do."""
+        if self.state == self.CONNECTING:
+            return max(0.0, self.last_tx + self.hello_timeout - now)
+        due = min(self.last_tx + self.heartbeat, self.last_rx + self.heartbeat * self.liveness)
+        return max(0.0, due - now)
+
+    def _sent(self, msgs: list[m.Message], now: float) -> list[Effect]:
+        if msgs:
+            self.last_tx = now
+        return list(msgs)
+
+
+@dataclass
+class Peer:
+    rid: bytes
+    name: str
+    session: str
+    last_rx: float
+    last_tx: float
+    job: str = ""
+
+
+@dataclass
+class PeerTable:
+    """The controller's map of connections (ROUTER routing ids) to named workers."""
+
+    heartbeat: float
+    liveness: int
+    by_rid: dict[bytes, Peer] = field(default_factory=dict)
+    by_name: dict[str, Peer] = field(default_factory=dict)
+
+    def add(self, rid: bytes, hello: m.Hello, now: float) -> Peer | None:
+        """Register a connection; return the peer it replaces (same name), if any."""
+        old = self.by_name.get(hello.name)
+        if old is not None:
+            self.by_rid.pop(old.rid, None)
+        prev = self.by_rid.pop(rid, None)
+        if prev is not None and prev.name != hello.name:
+            self.by_name.pop(prev.name, None)
+        peer = Peer(rid, hello.name, hello.session, now, now, hello.job)
+        self.by_rid[rid] = peer
+        self.by_name[hello.name] = peer
+        return old
+
+    def remove(self, name: str) -> Peer | None:
+        peer = self.by_name.pop(name, None)
+        if peer is not None:
+            self.by_rid.pop(peer.rid, None)
+        return peer
+
+    def seen(self, rid: bytes, now: float) -> Peer | None:
+        peer = self.by_rid.get(rid)
+        if peer is not None:
+            peer.last_rx = now
+        return peer
+
+    def expired(self, now: float) -> list[Peer]:
+        window = self.heartbeat * self.liveness
+        return [p for p in self.by_rid.values() if now - p.last_rx > window]
+
+    def owed_heartbeat(self, now: float) -> list[Peer]:
+        return [p for p in self.by_rid.values() if now - p.last_tx >= self.heartbeat]

@@ -1,0 +1,1 @@
+"""Worker agents: connect to a controller, evaluate, stream partials, reconnect."""

@@ -1,0 +1,264 @@
+"""The worker agent: a DEALER loop that never blocks on the objective.
+
+It polls its socket and the running evaluation's pipes together, feeds the sans-IO
+:class:`~tether.protocol.session.WorkerSession`, and carries out what it returns. When
+the controller goes silent it drops the socket and reconnects with exponential backoff
+and jitter while the evaluation keeps running; the finished result waits in the
+session's outbox until a controller acknowledges it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import zmq
+
+from tether.errors import ConfigError, RemoteProtocolError
+from tether.protocol import codec
+from tether.protocol import messages as m
+from tether.protocol.session import Exit, Reconnect, StartEval, StopEval, WorkerSession
+from tether.worker.evaluators import Done, Evaluator, PartialOut, Running
+
+log = logging.getLogger("tether.worker")
+
+
+@dataclass
+class WorkerOptions:
+    connect: str | None = None
+    address_file: str | None = None
+    name: str | None = None
+    walltime: float | None = None  # seconds from start; None: from the batch job or unlimited
+    drain: float = 0.0  # stop taking work when less than this remains
+    backoff_min: float = 0.5
+    backoff_max: float = 30.0
+    hello_timeout: float = 2.0
+
+
+class WorkerAgent:
+    def __init__(self, evaluator: Evaluator, opts: WorkerOptions,
+                 context: zmq.Context[Any] | None = None) -> None:
+        if not opts.connect and not opts.address_file:
+            raise ConfigError("give --connect tcp://HOST:PORT or --address-file PATH")
+        self.evaluator = evaluator
+        self.opts = opts
+        host = socket.gethostname()
+        self.name = opts.name or f"{host}:{os.getpid()}"
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID") or ""
+        self.session = WorkerSession(self.name, uuid.uuid4().hex, 1, host, os.getpid(), job,
+                                     hello_timeout=opts.hello_timeout)
+        self.ctx = context or zmq.Context.instance()
+        self.sock: zmq.Socket[bytes] | None = None
+        self.runs: dict[tuple[int, int], Running] = {}
+        self.dying: list[Running] = []  # killed, still being reaped
+        self.t_end = time.monotonic() + opts.walltime if opts.walltime else None
+        self.draining = False
+        self.exit_reason: str | None = None
+        self._attempts = 0
+        self._reconnect_at = 0.0
+        self._sigterm = False
+
+    # ------------------------------------------------------------ public
+    def run(self) -> int:
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            while self.exit_reason is None:
+                self._turn()
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self._shutdown()
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self._sigterm = True
+
+    # ------------------------------------------------------------ one loop turn
+    def _turn(self) -> None:
+        now = time.monotonic()
+        if self.sock is None and now >= self._reconnect_at:
+            self._connect(now)
+        timeout = 0.05 if self.sock is None else min(0.1, self.session.next_deadline(now))
+        poller = zmq.Poller()
+        if self.sock is not None:
+            poller.register(self.sock, zmq.POLLIN)
+        for run in [*self.runs.values(), *self.dying]:
+            for fd in run.fds():
+                poller.register(fd, zmq.POLLIN)
+        poller.poll(int(timeout * 1000) + 1)
+        now = time.monotonic()
+        self._read_socket(now)
+        self._poll_runs(now)
+        if self.sock is not None:
+            self._do(self.session.tick(now), now)
+        self._check_walltime(now)
+
+    def _read_socket(self, now: float) -> None:
+        while self.sock is not None:
+            try:
+                frame = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                msg = codec.decode(frame, m.CONTROLLER_MESSAGES)
+            except RemoteProtocolError as exc:
+                log.warning("dropped a bad message from the controller: %s", exc)
+                continue
+            if isinstance(msg, m.Welcome):
+                self._attempts = 0
+                log.info("joined controller (epoch %s)", msg.epoch)
+            self._do(self.session.receive(msg, now), now)
+
+    def _poll_runs(self, now: float) -> None:
+        for key, run in list(self.runs.items()):
+            for out in run.poll(now):
+                if isinstance(out, PartialOut):
+                    self._do(self.session.partial(m.Partial(*key, out.value, out.info), now), now)
+                elif isinstance(out, Done):
+                    del self.runs[key]
+                    self._finished(key, out, now)
+        self.dying = [r for r in self.dying if not _reap(r, now)]
+
+    def _finished(self, key: tuple[int, int], out: Done, now: float) -> None:
+        seconds = now - self.session.running.get(key, now)
+        msg: m.Result | m.Failure
+        msg = m.Result(*key, out.value, seconds) if out.ok else m.Failure(*key, out.error, seconds)
+        self._do(self.session.finished(msg, now), now)
+
+    # ------------------------------------------------------------ effects
+    def _do(self, effects: list[Any], now: float) -> None:
+        for eff in effects:
+            if isinstance(eff, StartEval):
+                self.runs[(eff.eval_id, eff.attempt)] = self.evaluator.start(
+                    eff.eval_id, eff.x, self.session.names)
+            elif isinstance(eff, StopEval):
+                self._stop((eff.eval_id, eff.attempt), eff.reason, now)
+            elif isinstance(eff, Reconnect):
+                log.warning("reconnecting: %s", eff.reason)
+                self._disconnect(now)
+            elif isinstance(eff, Exit):
+                self.exit_reason = eff.reason
+            else:
+                self._send(eff)
+
+    def _stop(self, key: tuple[int, int], reason: str, now: float) -> None:
+        run = self.runs.pop(key, None)
+        if run is None:
+            return
+        run.kill(now)
+        self.dying.append(run)
+        self._do(self.session.finished(m.Killed(*key, reason), now), now)
+
+    def _send(self, msg: m.Message) -> None:
+        if self.sock is None:
+            return
+        try:
+            self.sock.send(codec.encode(msg), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # not connected (IMMEDIATE): the handshake timeout will retry
+
+    # ------------------------------------------------------------ connection
+    def _endpoint(self) -> str | None:
+        if self.opts.connect:
+            return self.opts.connect
+        try:
+            text = Path(self.opts.address_file or "").read_text().strip()
+        except OSError:
+            return None
+        return text or None
+
+    def _connect(self, now: float) -> None:
+        endpoint = self._endpoint()
+        if endpoint is None:  # the controller has not written its address yet
+            self._schedule_reconnect(now)
+            return
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.IMMEDIATE, 1)  # never queue for a dead connection (stale traffic)
+        s.setsockopt(zmq.RECONNECT_IVL, 500)
+        s.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
+        s.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
+        s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        try:
+            s.connect(endpoint)
+        except zmq.ZMQError as exc:
+            s.close(0)
+            raise ConfigError(f"cannot connect to {endpoint}: {exc}") from None
+        self.sock = s
+        hello = self.session.hello(now)
+        # give the TCP handshake a moment so the first Hello is not refused by IMMEDIATE
+        self._wait_connected(s, 0.5)
+        self._send(hello)
+        self._attempts += 1
+
+    def _wait_connected(self, s: zmq.Socket[bytes], limit: float) -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            if s.poll(20, zmq.POLLOUT):
+                return
+
+    def _disconnect(self, now: float) -> None:
+        if self.sock is not None:
+            self.sock.close(0)
+            self.sock = None
+        self._schedule_reconnect(now)
+
+    def _schedule_reconnect(self, now: float) -> None:
+        base = min(self.opts.backoff_max, self.opts.backoff_min * 2 ** min(self._attempts, 10))
+        self._reconnect_at = now + base * random.uniform(0.75, 1.25)
+        self._attempts += 1
+
+    # ------------------------------------------------------------ walltime and exit
+    def _check_walltime(self, now: float) -> None:
+        if self._sigterm:
+            self._leave("sigterm", now)
+            return
+        if self.t_end is None:
+            return
+        left = self.t_end - now
+        if not self.draining and left <= self.opts.drain:
+            self.draining = True
+            log.info("%.0f s of walltime left: draining", left)
+            self._send(m.Drain(max(0.0, left)))
+        if self.draining and not self.runs and not self.session.outbox:
+            self._leave("walltime", now)
+
+    def _leave(self, reason: str, now: float) -> None:
+        abandoned = tuple(self.runs)
+        for key in abandoned:
+            run = self.runs.pop(key)
+            run.kill(now)
+            self.dying.append(run)
+        self._send(m.Goodbye(reason, abandoned))
+        self.exit_reason = reason
+
+    def _shutdown(self) -> None:
+        now = time.monotonic()
+        for run in [*self.runs.values(), *self.dying]:
+            run.kill(now)
+        deadline = now + 2.0
+        runs = [*self.runs.values(), *self.dying]
+        while runs and time.monotonic() < deadline:
+            runs = [r for r in runs if not _reap(r, time.monotonic())]
+            if runs:
+                time.sleep(0.01)  # reaping children: nothing to wait on but their exit
+        self.evaluator.close()
+        if self.sock is not None:
+            self.sock.setsockopt(zmq.LINGER, 1000)  # let the Goodbye leave
+            self.sock.close()
+            self.sock = None
+
+
+def _reap(run: Running, now: float) -> bool:
+    """Poll a killed evaluation; True once its process is gone and its pipes closed."""
+    run.poll(now)
+    return run.reaped()

@@ -1,0 +1,332 @@
+"""Objective evaluators: a Python function in a child process, or an external program.
+
+Both run the objective outside the agent's thread and expose file descriptors the
+agent polls next to its socket, so a long evaluation never blocks heartbeats and a kill
+request can always be obeyed (the child is terminated; the program's process group is
+signalled).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import multiprocessing as mp
+import os
+import shlex
+import signal
+import string
+import subprocess
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+from tether.errors import ConfigError
+from tether.worker import pychild
+
+KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
+
+
+@dataclass(frozen=True, slots=True)
+class PartialOut:
+    value: float
+    info: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    ok: bool
+    value: float = math.nan
+    error: str = ""
+    killed: bool = False
+
+
+Output = PartialOut | Done
+
+
+class Running(Protocol):
+    """One evaluation in progress."""
+
+    def fds(self) -> list[int]: ...
+
+    def poll(self, now: float) -> list[Output]: ...
+
+    def kill(self, now: float) -> None: ...
+
+    def reaped(self) -> bool: ...
+
+
+class Evaluator(Protocol):
+    def start(self, eval_id: int, x: Sequence[float], names: Sequence[str]) -> Running: ...
+
+    def close(self) -> None: ...
+
+
+def parse_number(text: str) -> float | None:
+    try:
+        v = float(text.strip())
+    except ValueError:
+        return None
+    return v
+
+
+# ----------------------------------------------------------------- Python functions
+class PythonEvaluator:
+    """Runs ``module:function`` in a persistent child process (spawned, not forked)."""
+
+    def __init__(self, target: str, start_timeout: float = 60.0) -> None:
+        if ":" not in target:
+            raise ConfigError(f"--python needs module:function, got {target!r}")
+        self.target = target
+        self.start_timeout = start_timeout
+        self._ctx = mp.get_context("spawn")
+        self._child: Any = None
+        self._conn: Connection | None = None
+        self._spawn()
+
+    def _spawn(self) -> None:
+        parent, child = self._ctx.Pipe()
+        proc = self._ctx.Process(target=pychild.main, args=(child, self.target), daemon=True)
+        proc.start()
+        child.close()
+        if not parent.poll(self.start_timeout):
+            proc.kill()
+            raise ConfigError(f"--python {self.target}: the child did not start in time")
+        status = parent.recv()
+        if status[0] != "ready":
+            proc.join(1)
+            raise ConfigError(f"--python {self.target}: {status[1]}")
+        self._child, self._conn = proc, parent
+
+    def start(self, eval_id: int, x: Sequence[float], names: Sequence[str]) -> Running:
+        if self._child is None or not self._child.is_alive():
+            self._spawn()
+        assert self._conn is not None
+        self._conn.send((eval_id, list(x)))
+        return _PythonRun(self)
+
+    def _killed(self) -> None:
+        # the child may be mid-function: the only safe way to stop it is to end it
+        if self._child is not None:
+            self._child.terminate()
+            self._child.join(KILL_GRACE)
+            if self._child.is_alive():
+                self._child.kill()
+                self._child.join()
+        if self._conn is not None:
+            self._conn.close()
+        self._child = self._conn = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(OSError):
+                self._conn.send(None)
+        if self._child is not None:
+            self._child.join(1)
+            if self._child.is_alive():
+                self._child.kill()
+        self._child = self._conn = None
+
+
+class _PythonRun:
+    def __init__(self, ev: PythonEvaluator) -> None:
+        self.ev = ev
+        self.conn = ev._conn
+        self.done = False
+
+    def fds(self) -> list[int]:
+        return [] if self.done or self.conn is None else [self.conn.fileno()]
+
+    def poll(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        conn = self.conn
+        while not self.done and conn is not None:
+            try:
+                if not conn.poll():
+                    break
+                kind, payload = conn.recv()
+            except (EOFError, OSError):
+                self.done = True
+                self.ev._killed()
+                out.append(Done(False, error="the Python evaluation process died"))
+                break
+            if kind == "partial":
+                out.append(PartialOut(payload[0], payload[1]))
+            else:
+                self.done = True
+                out.append(Done(True, payload) if kind == "value" else Done(False, error=payload))
+        return out
+
+    def kill(self, now: float) -> None:
+        if not self.done:
+            self.done = True
+            self.ev._killed()
+
+    def reaped(self) -> bool:
+        return self.done
+
+
+# ----------------------------------------------------------------- external programs
+class CommandEvaluator:
+    """Runs an argv template per evaluation; no shell is involved."""
+
+    def __init__(self, template: str, kill_grace: float = KILL_GRACE) -> None:
+        try:
+            self.argv = shlex.split(template)
+        except ValueError as exc:
+            raise ConfigError(f"--command cannot be parsed: {exc}") from None
+        if not self.argv:
+            raise ConfigError("--command is empty")
+        self.fields = {f for a in self.argv for _, f, _, _ in string.Formatter().parse(a) if f}
+        self.kill_grace = kill_grace
+
+    def check_names(self, names: Sequence[str]) -> str:
+        unknown = self.fields - set(names) - {"eval_id"}
+        return f"--command uses unknown field(s) {sorted(unknown)}" if unknown else ""
+
+    def start(self, eval_id: int, x: Sequence[float], names: Sequence[str]) -> Running:
+        values: dict[str, Any] = {n: repr(float(v)) for n, v in zip(names, x)}
+        problem = self.check_names(names)
+        if problem:
+            return _Failed(problem)
+        values["eval_id"] = str(eval_id)
+        argv = [a.format_map(values) for a in self.argv]
+        env = dict(os.environ)
+        env["TETHER_PARAMS"] = json.dumps({n: float(v) for n, v in zip(names, x)})
+        env["TETHER_EVAL_ID"] = str(eval_id)
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=env, start_new_session=True)
+        except OSError as exc:
+            return _Failed(f"cannot start {argv[0]!r}: {exc.strerror or exc}")
+        return _CommandRun(proc, self.kill_grace)
+
+    def close(self) -> None:
+        pass
+
+
+class _Failed:
+    def __init__(self, error: str) -> None:
+        self.error = error
+        self.reported = False
+
+    def fds(self) -> list[int]:
+        return []
+
+    def poll(self, now: float) -> list[Output]:
+        if self.reported:
+            return []
+        self.reported = True
+        return [Done(False, error=self.error)]
+
+    def kill(self, now: float) -> None:
+        self.reported = True
+
+    def reaped(self) -> bool:
+        return True
+
+
+class _CommandRun:
+    def __init__(self, proc: subprocess.Popen[bytes], kill_grace: float) -> None:
+        self.proc = proc
+        self.kill_grace = kill_grace
+        assert proc.stdout is not None and proc.stderr is not None
+        self.out_fd, self.err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        for fd in (self.out_fd, self.err_fd):
+            os.set_blocking(fd, False)
+        self.open = {self.out_fd, self.err_fd}
+        self.buf = {self.out_fd: b"", self.err_fd: b""}
+        self.value: float | None = None
+        self.last_line = ""
+        self.stderr_tail: deque[str] = deque(maxlen=10)
+        self.done = False
+        self.killed_at: float | None = None
+        self.hard_killed = False
+
+    def fds(self) -> list[int]:
+        return sorted(self.open)
+
+    def poll(self, now: float) -> list[Output]:
+        out: list[Output] = []
+        for fd in list(self.open):
+            self._read(fd, out)
+        if self.killed_at is not None and not self.hard_killed and now - self.killed_at > self.kill_grace:
+            self._signal(signal.SIGKILL)
+            self.hard_killed = True
+        if not self.done and not self.open and self.proc.poll() is not None:
+            self.done = True
+            if self.killed_at is None:
+                out.append(self._outcome())
+        return out
+
+    def _read(self, fd: int, out: list[Output]) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self.open.discard(fd)
+            os.close(fd)
+            lines = [self.buf[fd]] if self.buf[fd] else []
+        else:
+            data = self.buf[fd] + chunk
+            *lines, self.buf[fd] = data.split(b"\n")
+        for raw in lines:
+            self._line(fd, raw.decode("utf-8", "replace").rstrip("\r"), out)
+
+    def _line(self, fd: int, line: str, out: list[Output]) -> None:
+        if fd == self.err_fd:
+            if line.strip():
+                self.stderr_tail.append(line)
+            return
+        if line.startswith("tether:partial"):
+            v = parse_number(line[len("tether:partial"):])
+            if v is not None and math.isfinite(v):
+                out.append(PartialOut(v, {}))
+        elif line.startswith("tether:value"):
+            self.value = parse_number(line[len("tether:value"):])
+            if self.value is None:
+                self.value = math.nan
+        elif line.strip():
+            self.last_line = line.strip()
+
+    def _outcome(self) -> Done:
+        code = self.proc.returncode
+        tail = "\n".join(self.stderr_tail)
+        value = self.value if self.value is not None else parse_number(self.last_line)
+        if code != 0:
+            how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            return Done(False, error=_with_tail(f"program failed ({how})", tail))
+        if value is None:
+            return Done(False, error=_with_tail("program printed no value", tail))
+        if not math.isfinite(value):
+            return Done(False, error=_with_tail(f"program value is not finite: {value}", tail))
+        return Done(True, value)
+
+    def reaped(self) -> bool:
+        return self.done
+
+    def kill(self, now: float) -> None:
+        if self.killed_at is None and not self.done:
+            self.killed_at = now
+            self._signal(signal.SIGTERM)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+
+def _with_tail(msg: str, tail: str) -> str:
+    return f"{msg}; stderr ends:\n{tail}" if tail else msg
+
+
+def make_evaluator(python: str | None, command: str | None) -> Evaluator:
+    if (python is None) == (command is None):
+        raise ConfigError("give exactly one of --python module:function or --command TEMPLATE")
+    if python is not None:
+        return PythonEvaluator(python)
+    assert command is not None
+    return CommandEvaluator(command)
+

@@ -1,0 +1,74 @@
+"""The child process that runs a Python objective (kept importable and tiny: it is spawned)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import signal
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+
+def load(target: str) -> Any:
+    mod_name, _, attr = target.partition(":")
+    module = importlib.import_module(mod_name)
+    fn = module
+    for part in attr.split("."):
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise TypeError(f"{target} is not callable")
+    return fn
+
+
+def main(conn: Connection, target: str) -> None:
+    # the agent owns signals: Ctrl-C in a terminal must not kill the evaluation child first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        fn = load(target)
+        takes_report = _accepts_report(fn)
+    except Exception as exc:
+        conn.send(("error", f"cannot load {target}: {type(exc).__name__}: {exc}"))
+        return
+    import numpy as np
+
+    conn.send(("ready", ""))
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        _run(conn, fn, takes_report, np.asarray(job[1], dtype=float))
+
+
+def _accepts_report(fn: Any) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return "report" in params
+
+
+def _run(conn: Connection, fn: Any, takes_report: bool, x: Any) -> None:
+    def report(value: float, **info: Any) -> None:
+        conn.send(("partial", (float(value), _plain(info))))
+
+    try:
+        raw = fn(x, report=report) if takes_report else fn(x)
+        value = float(raw)
+    except Exception as exc:
+        tb = traceback.format_exc(limit=8)
+        conn.send(("error", f"{type(exc).__name__}: {exc}\n{tb}"))
+        return
+    if not math.isfinite(value):
+        conn.send(("error", f"objective returned a non-finite value: {value}"))
+        return
+    conn.send(("value", value))
+
+
+def _plain(info: dict[str, Any]) -> dict[str, Any]:
+    # info travels in msgpack: keep only scalars a log line can hold
+    return {str(k): v for k, v in info.items() if isinstance(v, (int, float, str, bool))}
