@@ -108,6 +108,7 @@ class ControllerServer:
                 self._flush_and_send()
             self._flush_and_send()
             self._say_goodbye()
+            self._linger(poller, min(1.0, self.settings.heartbeat))
         finally:
             self.journal.flush()
         return self.core.finished or ""
@@ -147,6 +148,9 @@ class ControllerServer:
         if isinstance(msg, m.Hello):
             return self._hello(rid, msg, now)
         peer = self.peers.seen(rid, now)
+        if self.core.finished is not None and not isinstance(msg, (m.Result, m.Failure, m.Killed)):
+            self._send(rid, m.Terminate(self.core.finished))
+            return None
         if peer is None:
             self._send(rid, m.Rehello())  # e.g. we restarted: the worker must introduce itself
             return None
@@ -216,6 +220,15 @@ class ControllerServer:
         peer = self.peers.by_rid.get(rid)
         if peer is not None:
             peer.last_tx = self.clock()
+
+    def _linger(self, poller: zmq.Poller, seconds: float) -> None:
+        """After the end, tell workers that (re)connect late that the run is over."""
+        deadline = self.clock() + seconds
+        while (left := deadline - self.clock()) > 0:
+            if not poller.poll(int(left * 1000) + 1):
+                continue
+            self._drain()
+            self._flush_and_send()
 
     def _say_goodbye(self) -> None:
         reason = self.core.finished or "run over"

@@ -93,7 +93,10 @@ class WorkerAgent:
         for run in [*self.runs.values(), *self.dying]:
             for fd in run.fds():
                 poller.register(fd, zmq.POLLIN)
-        poller.poll(int(timeout * 1000) + 1)
+        if poller.sockets:
+            poller.poll(int(timeout * 1000) + 1)
+        else:  # disconnected and idle: nothing can wake us before the next reconnect
+            time.sleep(max(0.0, min(timeout, self._reconnect_at - now)))
         now = time.monotonic()
         self._read_socket(now)
         self._poll_runs(now)

@@ -1,0 +1,37 @@
+"""Objectives the integration tests hand to real workers (importable by worker processes)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+
+def quadratic(x: np.ndarray) -> float:
+    return float(np.sum((x - 0.3) ** 2))
+
+
+def streaming(x: np.ndarray, report: Any) -> float:
+    value = float(np.sum(x))
+    for step in range(3):
+        report(value + 3 - step, step=step)
+    return value
+
+
+def raises_left(x: np.ndarray) -> float:
+    if x[0] < 0.5:
+        raise RuntimeError(f"left half is forbidden: x0={x[0]:.4f}")
+    return float(x[0])
+
+
+def slow(x: np.ndarray) -> float:
+    """Runs until killed unless TETHER_TEST_SLOW_DONE exists (used by kill/timeout tests)."""
+    flag = os.environ.get("TETHER_TEST_FLAG", "")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if flag and os.path.exists(flag):
+            return float(x[0])
+        time.sleep(0.01)
+    return float(x[0])
