@@ -77,7 +77,8 @@ class Cluster:
                      python: str | None = None, command: str | None = None) -> subprocess.Popen[str]:
         name = name or f"w{len(self.workers)}"
         what = ["--python", python] if python else ["--command", command or ""]
-        argv = [*TETHER, "worker", "--address-file", str(self.addr), "--name", name, *what, *args]
+        where = [] if "--connect" in args else ["--address-file", str(self.addr)]
+        argv = [*TETHER, "worker", *where, "--name", name, *what, *args]
         w = self._spawn(argv, name)
         self.workers.append(w)
         return w

@@ -35,3 +35,16 @@ def slow(x: np.ndarray) -> float:
             return float(x[0])
         time.sleep(0.01)
     return float(x[0])
+
+
+def sleepy(x: np.ndarray) -> float:
+    """Takes 50-250 ms: long enough to be caught mid-evaluation by a fault."""
+    time.sleep(0.05 + 0.2 * float(x[0]))
+    return float(np.sum((x - 0.3) ** 2))
+
+
+def hangs_left(x: np.ndarray) -> float:
+    """Never returns (until killed) when x0 < 0.3; quick otherwise."""
+    while x[0] < 0.3:
+        time.sleep(0.05)
+    return float(x[0])

@@ -118,7 +118,8 @@ class ControllerCore:
         """
         from tether.controller.replay import replay_into
 
-        replay_into(self, events)
+        replayed = replay_into(self, events)
+        self._log("run_started", resumed=True, replayed=replayed, **self.run_info)
         now = self.clock()
         for rec in self.view.pending():
             if rec.status is Status.RUNNING:

@@ -37,7 +37,8 @@ class ControllerArgs:
 
 def config_from_log(events: list[dict[str, Any]]) -> Config:
     """The configuration a run was started with, read back from its ``run_started``."""
-    start = next((e for e in events if e.get("event") == "run_started"), None)
+    # the last start wins: a resume may have changed settings (e.g. --budget)
+    start = next((e for e in reversed(events) if e.get("event") == "run_started"), None)
     if start is None:
         raise ConfigError("the log has no run_started event to resume from")
     strat = dict(start.get("strategy") or {})

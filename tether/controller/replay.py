@@ -27,7 +27,8 @@ def replay_into(core: ControllerCore, events: Iterable[dict[str, Any]]) -> int:
         n += 1
         kind = ev.get("event")
         if kind == "run_started":
-            core.t0 = float(ev.get("t", math.nan))
+            if math.isnan(core.t0):  # a resumed run keeps the clock of its first start
+                core.t0 = float(ev.get("t", math.nan))
             continue
         if "eval_id" not in ev:
             continue  # worker_joined, worker_left, run_finished: workers must rejoin anyway

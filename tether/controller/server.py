@@ -19,7 +19,7 @@ import zmq
 
 from tether.controller.core import ControllerCore, Dispatch, Finish, SendKill
 from tether.controller.settings import RunSettings
-from tether.errors import RemoteProtocolError
+from tether.errors import ConfigError, RemoteProtocolError
 from tether.log.journal import JournalWriter
 from tether.protocol import codec
 from tether.protocol import messages as m
@@ -56,7 +56,8 @@ class ControllerServer:
         self.epoch = secrets.token_hex(8)
         self.names = space.names
         self.stats = ServerStats()
-        self._ctx = context or zmq.Context.instance()
+        self._own_ctx = context is None
+        self._ctx = context or zmq.Context()
         self.sock: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
         self._configure(self.sock)
         self.endpoint = self._bind(settings.bind)
@@ -79,7 +80,8 @@ class ControllerServer:
             self.sock.bind(endpoint)
         except zmq.ZMQError as exc:
             self.sock.close(0)
-            from tether.errors import ConfigError
+            if self._own_ctx:
+                self._ctx.term()
             raise ConfigError(f"cannot bind {endpoint}: {exc}") from None
         return self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
 
@@ -114,7 +116,9 @@ class ControllerServer:
         return self.core.finished or ""
 
     def close(self) -> None:
-        self.sock.close()
+        self.sock.close()  # LINGER bounds how long the last Terminates may take to leave
+        if self._own_ctx:
+            self._ctx.term()
         self.journal.close()
 
     def _drain(self) -> None:
@@ -190,10 +194,8 @@ class ControllerServer:
 
     # ------------------------------------------------------------ outbound
     def _flush_and_send(self) -> None:
-        cmds = self.core.take_commands()
-        if not cmds and not self._acks:
-            return
         self.journal.flush()  # before any ACK or dispatch leaves: see module docstring
+        cmds = self.core.take_commands()
         for rid, ack in self._acks:
             self._send(rid, ack)
         self._acks.clear()

@@ -56,7 +56,9 @@ class WorkerAgent:
         job = os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID") or ""
         self.session = WorkerSession(self.name, uuid.uuid4().hex, 1, host, os.getpid(), job,
                                      hello_timeout=opts.hello_timeout)
-        self.ctx = context or zmq.Context.instance()
+        # an owned context is terminated on exit: that is what lets a Goodbye leave
+        self._own_ctx = context is None
+        self.ctx = context or zmq.Context()
         self.sock: zmq.Socket[bytes] | None = None
         self.runs: dict[tuple[int, int], Running] = {}
         self.dying: list[Running] = []  # killed, still being reaped
@@ -245,20 +247,22 @@ class WorkerAgent:
         self.exit_reason = reason
 
     def _shutdown(self) -> None:
-        now = time.monotonic()
-        for run in [*self.runs.values(), *self.dying]:
-            run.kill(now)
-        deadline = now + 2.0
         runs = [*self.runs.values(), *self.dying]
-        while runs and time.monotonic() < deadline:
-            runs = [r for r in runs if not _reap(r, time.monotonic())]
-            if runs:
-                time.sleep(0.01)  # reaping children: nothing to wait on but their exit
+        for hard, wait in ((False, 2.0), (True, 5.0)):  # polite first, then SIGKILL
+            deadline = time.monotonic() + wait
+            for r in runs:
+                r.kill(time.monotonic(), hard=hard)
+            while runs and time.monotonic() < deadline:
+                runs = [r for r in runs if not _reap(r, time.monotonic())]
+                if runs:
+                    time.sleep(0.01)  # reaping children: nothing to wait on but their exit
         self.evaluator.close()
         if self.sock is not None:
             self.sock.setsockopt(zmq.LINGER, 1000)  # let the Goodbye leave
             self.sock.close()
             self.sock = None
+        if self._own_ctx:
+            self.ctx.term()
 
 
 def _reap(run: Running, now: float) -> bool:

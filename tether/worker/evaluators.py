@@ -53,7 +53,8 @@ class Running(Protocol):
 
     def poll(self, now: float) -> list[Output]: ...
 
-    def kill(self, now: float) -> None: ...
+    def kill(self, now: float, hard: bool = False) -> None:
+        """SIGTERM (then SIGKILL after a grace period); ``hard``: SIGKILL now."""
 
     def reaped(self) -> bool: ...
 
@@ -108,13 +109,10 @@ class PythonEvaluator:
         return _PythonRun(self)
 
     def _killed(self) -> None:
-        # the child may be mid-function: the only safe way to stop it is to end it
+        # the child may be mid-function and ignores SIGTERM (see pychild): end it for sure
         if self._child is not None:
-            self._child.terminate()
-            self._child.join(KILL_GRACE)
-            if self._child.is_alive():
-                self._child.kill()
-                self._child.join()
+            self._child.kill()
+            self._child.join()
         if self._conn is not None:
             self._conn.close()
         self._child = self._conn = None
@@ -159,7 +157,7 @@ class _PythonRun:
                 out.append(Done(True, payload) if kind == "value" else Done(False, error=payload))
         return out
 
-    def kill(self, now: float) -> None:
+    def kill(self, now: float, hard: bool = False) -> None:
         if not self.done:
             self.done = True
             self.ev._killed()
@@ -221,7 +219,7 @@ class _Failed:
         self.reported = True
         return [Done(False, error=self.error)]
 
-    def kill(self, now: float) -> None:
+    def kill(self, now: float, hard: bool = False) -> None:
         self.reported = True
 
     def reaped(self) -> bool:
@@ -308,10 +306,15 @@ class _CommandRun:
     def reaped(self) -> bool:
         return self.done
 
-    def kill(self, now: float) -> None:
-        if self.killed_at is None and not self.done:
+    def kill(self, now: float, hard: bool = False) -> None:
+        if self.done:
+            return
+        if self.killed_at is None:
             self.killed_at = now
             self._signal(signal.SIGTERM)
+        if hard and not self.hard_killed:
+            self._signal(signal.SIGKILL)
+            self.hard_killed = True
 
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -23,8 +23,11 @@ def load(target: str) -> Any:
 
 
 def main(conn: Connection, target: str) -> None:
-    # the agent owns signals: Ctrl-C in a terminal must not kill the evaluation child first
+    # The agent owns signals: Ctrl-C in a terminal, or the SIGTERM a batch system sends to
+    # every process of a job, must reach the agent and not fail the evaluation under it.
+    # The agent ends this child with SIGKILL when it abandons the evaluation.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         fn = load(target)
         takes_report = _accepts_report(fn)
