@@ -29,6 +29,7 @@ failure, timeout or Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import math
@@ -45,7 +46,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
 CHECKLOG = Path(os.environ.get("TETHER_CHECKLOG", "/work/shared/contract/checklog.py"))
 OBJECTIVE = "tether.problems:trivial"
 WARMUP_FRACTION = 0.10
@@ -73,22 +73,15 @@ def spawn(cmd: list[str], out: Path, cwd: Path) -> subprocess.Popen[bytes]:
 def kill_group(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
     """SIGTERM the process's group, then SIGKILL it after ``grace`` seconds; reap."""
     if proc.poll() is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    try:  # the leader may be gone while its children (e.g. evaluation child) live on
+    # the leader may be gone while its children (e.g. evaluation child) live on
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pass
     if proc in _LIVE:
         _LIVE.remove(proc)
 
@@ -153,11 +146,10 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     events = []
     with open(path, encoding="utf-8") as fh:
         for line in fh:
+            # a torn last line is skipped; checklog has judged the file already
             if line.strip():
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     events.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # a torn last line; checklog has judged the file already
     return events
 
 
@@ -211,12 +203,12 @@ def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float,
     t0 = time.monotonic()
     deadline = t0 + timeout
     try:
-        ctl = spawn(ctl_cmd, d / "controller.out", REPO)
+        ctl = spawn(ctl_cmd, d / "controller.out", d)
         procs.append(ctl)
         workers = []
         for i in range(n):
             w = spawn([py, "-m", "tether", "worker", "--address-file", str(addr), "--python", OBJECTIVE,
-                       "--name", f"w{i}"], d / f"w{i}.out", REPO)
+                       "--name", f"w{i}"], d / f"w{i}.out", d)
             procs.append(w)
             workers.append(w)
         code, ctl_cpu = wait_rusage(ctl, deadline, f"controller ({tag})", d / "controller.out")
@@ -235,7 +227,8 @@ def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float,
             kill_group(p)
     check = checklog(log, budget)
     res = rate_from_log(log)
-    res.update({"workers": n, "budget": budget, "wall_s": wall, "controller_cpu_s": ctl_cpu, "wall_all_exit_s": wall_all,
+    res.update({"workers": n, "budget": budget, "wall_s": wall, "controller_cpu_s": ctl_cpu,
+                "wall_all_exit_s": wall_all,
                 "checklog": json.loads(check) if check.startswith("{") else check, "log": str(log)})
     return res
 
@@ -254,7 +247,7 @@ def ceiling_server(a: argparse.Namespace) -> int:
     tmp.write_text(f"tcp://127.0.0.1:{port}\n")
     tmp.replace(a.address_file)
     packb, unpackb = msgpack.packb, msgpack.unpackb
-    ids = []
+    ids: list[bytes] = []
     give_up = time.monotonic() + 120
     while len(ids) < a.clients:  # every client says hello before the clock starts
         if time.monotonic() > give_up:
@@ -337,10 +330,10 @@ def run_ceiling(n: int, seconds: float, work: Path, tag: str, timeout: float) ->
     t0 = time.monotonic()
     try:
         srv = spawn(me + ["--_role", "ceiling-server", "--_clients", str(n), "--_address-file", str(addr),
-                          "--seconds", str(seconds), "--_warmup", str(warmup)], d / "server.out", REPO)
+                          "--seconds", str(seconds), "--_warmup", str(warmup)], d / "server.out", d)
         procs.append(srv)
         clients = [spawn(me + ["--_role", "ceiling-client", "--_address-file", str(addr),
-                               "--_name", f"c{i}"], d / f"c{i}.out", REPO) for i in range(n)]
+                               "--_name", f"c{i}"], d / f"c{i}.out", d) for i in range(n)]
         procs.extend(clients)
         code = wait_for(srv, t0 + timeout, f"ceiling server ({tag})", d / "server.out")
         if code != 0:
@@ -441,8 +434,13 @@ def main(argv: list[str] | None = None) -> int:
         "objective": OBJECTIVE, "pilot": {}, "tether": {str(n): [] for n in a.workers},
         "ceiling": {}, "target_16": TARGET_16,
     }
+    which = "import tether; print(tether.__version__, tether.__file__)"
+    probe = subprocess.run([sys.executable, "-c", which], capture_output=True, text=True, timeout=60,
+                           cwd=work)
+    results["tether_version"] = probe.stdout.strip() or probe.stderr.strip()[-300:]
     print(f"# tether throughput — {results['date']}, nproc {results['nproc']}, "
-          f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", file=sys.stderr)
+          f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; tether {results['tether_version']}",
+          file=sys.stderr)
     ok = False
     try:
         budgets: dict[int, int] = {}

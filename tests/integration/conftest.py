@@ -2,16 +2,32 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration.harness import Cluster
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, f"rep_{rep.when}", rep)
+
+
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
+def cluster(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
     try:
         yield c
     finally:
         c.close()
+        rep = getattr(request.node, "rep_call", None)
+        if rep is not None and rep.failed:  # leave the evidence in the report
+            for out in sorted(tmp_path.glob("*.out")):
+                print(f"----- {out.name} (last 20 lines)")
+                print("\n".join(out.read_text().splitlines()[-20:]))
+            if c.log.exists():
+                print("----- run.jsonl (last 30 events)")
+                print("\n".join(c.log.read_text().splitlines()[-30:]))

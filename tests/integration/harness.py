@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -92,10 +93,8 @@ class Cluster:
         return p.read_text() if p.exists() else ""
 
     def kill(self, p: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, sig)
-        except ProcessLookupError:
-            pass
         if sig == signal.SIGKILL:
             p.wait(timeout=10)
 

@@ -408,9 +408,6 @@ def test_first_result_wins_newer_attempt_first() -> None:
     check_log(j.events, finished=False)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ControllerCore._outcome only sends SendKill to "
-                   "rec.worker (the holder of the latest attempt); a worker running an adopted "
-                   "older attempt of the same eval is never told to stop when another wins")
 def test_first_result_wins_loser_holding_older_attempt_is_killed() -> None:
     core, _, eid = _two_attempts_running()
     assert core.completed("w1", eid, 1, 2.0) is True
@@ -662,6 +659,8 @@ def test_invalid_proposals_are_rejected() -> None:
     strat = Scripted([*bad, Evaluate((0.0, 1.0))], fallback=False)  # bounds are inclusive
     core, j, _ = started(5, strategy=strat)
     core.join("w0")
+    for _ in bad:  # each rejection ends a pump turn; the next tick asks again
+        core.tick()
     assert [p for p, _r in strat.rejected] == bad
     reasons = [r for _p, r in strat.rejected]
     assert "coordinates" in reasons[0] and "coordinates" in reasons[1]
@@ -678,7 +677,8 @@ class AlwaysBad(FixedPoints):
     """A fixed design whose point is outside the space; bails out instead of spinning."""
 
     def __init__(self) -> None:
-        super().__init__(SPACE, np.array([[5.0, 0.0]]))
+        super().__init__(SPACE, np.array([[0.5, 0.0]]))
+        self.points = np.array([[5.0, 0.0]])  # the constructor refuses it: slip it in after
         self.calls = 0
 
     def propose(self, view: RunView) -> Proposal | None:
@@ -688,9 +688,6 @@ class AlwaysBad(FixedPoints):
         return super().propose(view)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ControllerCore.pump loops straight back into "
-                   "propose() after a rejected proposal; a strategy that repeats it (e.g. "
-                   "FixedPoints with an out-of-bounds row) spins the controller forever")
 def test_rejected_proposal_does_not_spin_the_pump() -> None:
     strat = AlwaysBad()
     core, _, _ = started(5, strategy=strat)
@@ -755,7 +752,7 @@ def test_rejoin_adopts_running_eval() -> None:
     assert not kinds(cmds, Dispatch) and not kinds(cmds, SendKill)
     rec = core.view.records[d.eval_id]
     assert rec.status is Status.RUNNING and rec.worker == "w0"
-    assert of(j, "started", d.eval_id)[-1].get("adopted") is True
+    assert len(of(j, "started", d.eval_id)) == 1  # nothing changed hands: nothing to log
     assert core.completed("w0", d.eval_id, 0, 1.0) is True
     assert core.view.n_completed == 1
     check_log(j.events, finished=False)
@@ -796,9 +793,6 @@ def test_join_tells_worker_to_drop_ended_evals() -> None:
     check_log(j.events, finished=False)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: join() of a known worker calls leave('rejoined'), "
-                   "whose pump() re-dispatches the worker's running evals to idle workers before "
-                   "the rejoining worker adopts them: the same (eval, attempt) runs twice")
 def test_rejoin_does_not_dispatch_its_running_eval_elsewhere() -> None:
     core, _, _ = started(2)
     core.join("w0")
@@ -811,10 +805,6 @@ def test_rejoin_does_not_dispatch_its_running_eval_elsewhere() -> None:
     assert core.view.records[d["w0"].eval_id].worker == "w0"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: an adopted eval keeps the record's attempt (bumped by "
-                   "the requeue) but the worker runs the attempt it reported; SendKill uses "
-                   "rec.attempt, so the worker answers 'not running', the slot is freed and the "
-                   "real evaluation is never stopped")
 def test_kill_of_adopted_eval_targets_the_attempt_the_worker_runs() -> None:
     core, _, clock = started(5, eval_timeout=10.0)
     core.join("w0")
@@ -828,9 +818,6 @@ def test_kill_of_adopted_eval_targets_the_attempt_the_worker_runs() -> None:
     assert [(k.worker, k.eval_id, k.attempt) for k in kills] == [("w0", d.eval_id, 0)]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: WorkerState.free goes negative when a worker "
-                   "reports more evaluations than slots (Hello lists running + unacked results); "
-                   "view.free_slots is the plain sum, so it hides other workers' free slots")
 def test_over_reporting_worker_does_not_block_others() -> None:
     core, _, _ = started(10)
     core.join("w0")
@@ -1016,23 +1003,19 @@ def test_resume_unreclaimed_eval_requeued_after_grace() -> None:
     assert (again.eval_id, again.worker) == (d.eval_id, "other")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ControllerCore.tick only re-queues a resumed "
-                   "RUNNING eval if its worker is absent; if that worker rejoins without "
-                   "listing it, the eval stays RUNNING on it forever (until eval_timeout)")
 def test_resume_orphan_requeued_when_its_worker_rejoins_without_it() -> None:
     core, j, clock = started(3)
     core.join("w0")
     (d,) = dispatches(core)
     prefix = list(j.events)
     clock.advance(1.0)
-    core2, _ = _fresh(prefix, clock, budget=3)
+    core2, j2 = _fresh(prefix, clock, budget=3)
     core2.resume([dict(e) for e in prefix], grace=5.0)
     core2.join("w0", running=[])  # e.g. the worker process was restarted
-    dispatches(core2)
-    clock.advance(6.0)
-    core2.tick()
-    assert core2.view.records[d.eval_id].status is not Status.RUNNING or \
-        core2.view.records[d.eval_id].attempt > 0
+    # it does not have the evaluation: back to the queue at once, and out to a worker again
+    (req,) = of(j2, "requeued", d.eval_id)
+    assert req["reason"] == "worker rejoined without it"
+    assert d.eval_id in [c.eval_id for c in dispatches(core2)]
 
 
 def test_resume_of_a_log_cut_inside_the_end() -> None:
@@ -1068,9 +1051,6 @@ def test_replay_tells_the_strategy_the_same_events() -> None:
 
 
 # ---------------------------------------------------------------------- simulated time
-@pytest.mark.xfail(strict=True, reason="BUG: SimulatedController.run jumps the clock to the next "
-                   "completion and delivers it before tick(), so an evaluation longer than "
-                   "eval_timeout completes instead of being killed (with few workers)")
 def test_simulated_controller_enforces_eval_timeout() -> None:
     from tether.controller.local import SimulatedController
 

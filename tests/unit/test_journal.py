@@ -90,9 +90,6 @@ def test_nan_and_inf_written_as_null(tmp_path: Path) -> None:
     assert "NaN" not in p.read_text() and "Infinity" not in p.read_text()
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: journal._clean only replaces top-level non-finite "
-                   "floats; a nested one (e.g. run_started's run settings with target = nan or "
-                   "max_time = inf from TOML) makes json.dumps raise ValueError in append()")
 def test_nested_nan_written_as_null(tmp_path: Path) -> None:
     p = tmp_path / "run.jsonl"
     w = JournalWriter(p)

@@ -177,8 +177,6 @@ def test_fixed_bad_files(tmp_path: Path) -> None:
         make_fixed(SPACE2, 5, {"points": 5})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: load_points calls np.load unguarded; a corrupt "
-                   ".npy raises ValueError/UnpicklingError instead of ConfigError (exit 1)")
 def test_fixed_corrupt_npy(tmp_path: Path) -> None:
     p = tmp_path / "bad.npy"
     p.write_bytes(b"this is not a numpy file")
@@ -272,9 +270,6 @@ def test_create_bad_names(name: str, word: str) -> None:
         strategies.create(name, SPACE, 10, {})
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: strategies.resolve catches ImportError only; "
-                   "':f' raises ValueError (empty module name) and '.mod:f' raises TypeError "
-                   "(relative import) instead of ConfigError")
 @pytest.mark.parametrize("name", [":make", ".relative:make"])
 def test_create_malformed_reference(name: str) -> None:
     with pytest.raises(ConfigError):

@@ -26,8 +26,21 @@ import numpy as np
 
 from tether.controller.settings import RunSettings
 from tether.records import (
-    COMPLETED, FAILED, KILLED, LOST, PARTIAL, PROPOSED, REQUEUED, STARTED,
-    Evaluate, Kill, Proposal, Record, RunView, Status, Terminate,
+    COMPLETED,
+    FAILED,
+    KILLED,
+    LOST,
+    PARTIAL,
+    PROPOSED,
+    REQUEUED,
+    STARTED,
+    Evaluate,
+    Kill,
+    Proposal,
+    Record,
+    RunView,
+    Status,
+    Terminate,
 )
 from tether.space import Space
 from tether.strategies.base import Strategy
@@ -73,7 +86,7 @@ class WorkerState:
 
     @property
     def free(self) -> int:
-        return 0 if self.draining else self.slots - len(self.busy)
+        return 0 if self.draining else max(0, self.slots - len(self.busy))
 
 
 class ControllerCore:
@@ -103,6 +116,7 @@ class ControllerCore:
         self._next_id = 0
         self._last_improvement = 0  # n_completed when the best last improved
         self._orphans: dict[int, float] = {}  # resumed RUNNING evals -> requeue deadline
+        self._rejected = False
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -136,13 +150,19 @@ class ControllerCore:
     # ---------------------------------------------------------------- workers
     def join(self, name: str, slots: int = 1, running: Iterable[tuple[int, int]] = ()) -> None:
         """A worker (re)joined, reporting the evaluations it is still running."""
-        if name in self.workers:
-            self.leave(name, reason="rejoined")  # its old connection is gone
+        if self.workers.pop(name, None) is not None:
+            self._log("worker_left", worker=name, reason="reconnected")
         w = WorkerState(name, slots=max(1, slots))
         self.workers[name] = w
         self._log("worker_joined", worker=name, slots=w.slots)
-        for eval_id, attempt in running:
+        reported = dict(running)
+        for eval_id, attempt in reported.items():
             self._adopt(w, eval_id, attempt)
+        # what the log says this worker runs but it no longer has (it restarted, or its
+        # result was lost with it) goes back to the queue; reported work stays where it is
+        for rec in self.view.pending():
+            if rec.status is Status.RUNNING and rec.worker == name and rec.eval_id not in reported:
+                self._requeue(rec.eval_id, name, "worker rejoined without it", count_retry=False)
         self._update_slots()
         self.pump()
 
@@ -244,11 +264,8 @@ class ControllerCore:
         rec = self.view.records.get(eval_id)
         counted = rec is not None and rec.in_flight
         if counted:
-            assert rec is not None
-            holder = rec.worker if rec.status is Status.RUNNING else None
             self._finish_record(eval_id, status, value=value, error=error, worker=worker)
-            if holder is not None and holder != worker and holder in self.workers:
-                self.commands.append(SendKill(holder, eval_id, rec.attempt, "result arrived"))
+            self._kill_holders(eval_id, "result arrived", but=worker)
             self._check_stops()
         self._update_slots()
         self.pump()
@@ -308,13 +325,17 @@ class ControllerCore:
             proposal = self.strategy.propose(self.view)
             if proposal is None:
                 return
+            self._rejected = False
             self._apply(proposal)
+            if self._rejected:  # asking again at once could spin on the same bad point
+                return
 
     def _apply(self, proposal: Proposal) -> None:
         if isinstance(proposal, Evaluate):
             problem = self._check_point(proposal.x)
             if problem:
                 self.strategy.on_rejected(proposal, problem)
+                self._rejected = True
                 return
             rec = self._new_record(proposal)
             self.strategy.on_accepted(proposal, rec)
@@ -324,6 +345,7 @@ class ControllerCore:
             target = self.view.records.get(proposal.eval_id)
             if target is None or not target.in_flight:
                 self.strategy.on_rejected(proposal, "no such evaluation in flight")
+                self._rejected = True
                 return
             self._kill_record(target, proposal.reason)
             self.strategy.on_accepted(proposal, self.view.records[proposal.eval_id])
@@ -371,15 +393,20 @@ class ControllerCore:
         self._tell(STARTED, eval_id)
 
     def _kill_record(self, rec: Record, reason: str) -> None:
-        if rec.status is Status.RUNNING and rec.worker in self.workers:
-            self.commands.append(SendKill(rec.worker or "", rec.eval_id, rec.attempt, reason))
+        self._kill_holders(rec.eval_id, reason)
         self._finish_record(rec.eval_id, Status.KILLED, error=reason, worker=rec.worker)
+
+    def _kill_holders(self, eval_id: int, reason: str, but: str | None = None) -> None:
+        """Tell every worker still running ``eval_id`` (any attempt) to stop."""
+        for w in self.workers.values():
+            if eval_id in w.busy and w.name != but:
+                self.commands.append(SendKill(w.name, eval_id, w.busy[eval_id], reason))
 
     def _check_stops(self) -> None:
         if self.finished is not None:
             return
         s, v = self.settings, self.view
-        best = v.best.value if v.best is not None else math.inf
+        best = v.best.value if v.best is not None and v.best.value is not None else math.inf
         if v.n_completed >= s.budget:
             self.end("budget")
         elif s.target is not None and best <= s.target:

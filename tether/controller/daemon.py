@@ -91,8 +91,24 @@ def advertised(endpoint: str) -> str:
     return endpoint.replace("0.0.0.0", socket.getfqdn()).replace("*", socket.getfqdn())
 
 
+def already_finished(events: list[dict[str, Any]], budget: int) -> str | None:
+    """The reason a logged run finished, unless a larger budget asks for more."""
+    last = next((e for e in reversed(events)
+                 if e.get("event") in ("run_started", "run_finished")), None)
+    if last is None or last["event"] != "run_finished":
+        return None
+    completed = int(last.get("completed") or 0)
+    if last.get("reason") == "budget" and budget > completed:
+        return None  # the run is being extended
+    return str(last.get("reason"))
+
+
 def run_controller(args: ControllerArgs) -> int:
     config, events = build(args)
+    if events is not None and (reason := already_finished(events, config.run.budget)):
+        print(f"the run in {config.run.log} already finished ({reason}); nothing to do "
+              "(raise --budget to extend it)", flush=True)
+        return 0
     strategy = create(config.strategy, config.space, config.run.budget, config.strategy_options)
     if args.warm_start:
         from tether.log.warmstart import warm_start

@@ -64,7 +64,7 @@ def _split(result: Any) -> tuple[float, Sequence[float]]:
 class _Pending:
     t: float
     seq: int
-    kind: str = field(compare=False)  # "partial" | "done"
+    kind: str = field(compare=False)  # "partial" | "done" | "timeout"
     worker: str = field(compare=False)
     eval_id: int = field(compare=False)
     attempt: int = field(compare=False)
@@ -122,6 +122,8 @@ class SimulatedController:
         return RunResult(dict(core.view.records), self.journal.events, self.now, core.finished)
 
     def _deliver(self, ev: _Pending) -> None:
+        if ev.kind == "timeout":
+            return  # the tick that follows kills it if it still runs
         if ev.kind == "partial":
             self.core.partial(ev.worker, ev.eval_id, ev.attempt, ev.value)
         elif ev.error:
@@ -152,6 +154,8 @@ class SimulatedController:
         for k, p in enumerate(partials):
             self._push(self.now + length * (k + 1) / (len(partials) + 1), "partial", cmd, p)
         self._push(self.now + length, "done", cmd, value, error)
+        if length > cmd.timeout:  # wake up when it is due to be killed, as a real clock would
+            self._push(self.now + cmd.timeout * (1 + 1e-9) + 1e-9, "timeout", cmd, 0.0)
 
     def _push(self, t: float, kind: str, cmd: Dispatch, value: float, error: str = "") -> None:
         self._seq += 1
@@ -172,7 +176,7 @@ class SerialController:
         self.settings = settings or RunSettings()
         self.core = ControllerCore(space, strategy, self.settings, self.journal, time.time,
                                    {"strategy": {"name": strategy.name}, "space": space.to_json()})
-        self.objective = objective
+        self.objective: Callable[..., Any] = objective
         self._reports = "report" in inspect.signature(objective).parameters
 
     def run(self) -> RunResult:

@@ -6,7 +6,7 @@ import math
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tether.errors import ConfigError
 from tether.space import Space
@@ -46,8 +46,10 @@ class RunSettings:
             raise ConfigError(f"[run] max_retries must be >= 0, got {self.max_retries}")
         for name in ("max_time", "patience", "grace"):
             v = getattr(self, name)
-            if v is not None and v <= 0:
-                raise ConfigError(f"[run] {name} must be positive, got {v}")
+            if v is not None and not (v > 0 and math.isfinite(v)):
+                raise ConfigError(f"[run] {name} must be a positive number, got {v}")
+        if self.target is not None and not math.isfinite(self.target):
+            raise ConfigError(f"[run] target must be a finite number, got {self.target}")
 
     @property
     def liveness_window(self) -> float:
@@ -81,8 +83,8 @@ class Config:
         given = {k: v for k, v in run.items() if v is not None}
         try:
             new_run = replace(self.run, **given)
-        except TypeError as exc:
-            raise ConfigError(str(exc)) from None
+        except TypeError as exc:  # e.g. a comparison of a str budget with an int
+            raise ConfigError(f"bad command-line override: {exc}") from None
         return replace(self, strategy=strategy or self.strategy, run=new_run)
 
 
@@ -109,14 +111,15 @@ def _table(data: dict[str, Any], key: str) -> dict[str, Any]:
 
 def _parse_run(table: dict[str, Any]) -> RunSettings:
     values: dict[str, Any] = {}
-    for key, value in table.items():
+    for key, raw in table.items():
+        value: Any = raw
         kinds = _RUN_TYPES.get(key)
         if kinds is None:
             raise ConfigError(f"unknown key in [run]: {key}")
         if isinstance(value, bool) or not isinstance(value, kinds):
             want = "an integer" if kinds == (int,) else "a string" if kinds == (str,) else "a number"
             raise ConfigError(f"[run] {key} must be {want}, got {value!r}")
-        values[key] = float(value) if float in kinds else value
+        values[key] = float(cast(float, value)) if float in kinds else value
     return RunSettings(**values)
 
 
@@ -126,6 +129,8 @@ def load_config(path: str | Path) -> Config:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {p} is not UTF-8 text") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -21,8 +21,12 @@ from tether.errors import LogError
 
 def _clean(value: Any) -> Any:
     # JSON has no NaN/inf; the log must stay loadable by any JSON reader
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
     return value
 
 

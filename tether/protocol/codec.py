@@ -90,7 +90,8 @@ def encode(msg: m.Message) -> bytes:
     for fname, _check, _req in _SCHEMA[type(msg)]:
         body[fname] = getattr(msg, fname)
     try:
-        return msgpack.packb(body, use_bin_type=True)  # type: ignore[no-any-return]
+        packed: bytes = msgpack.packb(body, use_bin_type=True)
+        return packed
     except (TypeError, ValueError, OverflowError) as exc:
         raise LocalProtocolError(f"cannot encode {name}: {exc}") from None
 
@@ -106,9 +107,11 @@ def decode(data: bytes, allowed: tuple[type, ...] | None = None,
         raise RemoteProtocolError(f"not msgpack: {type(exc).__name__}") from None
     if not isinstance(obj, dict):
         raise RemoteProtocolError("message is not a map")
-    if obj.get("v") != m.PROTOCOL_VERSION:
-        raise RemoteProtocolError(f"unsupported protocol version {obj.get('v')!r}")
-    cls = _TYPES.get(obj.get("t"))  # type: ignore[arg-type]
+    version = obj.get("v")
+    if type(version) is not int or version != m.PROTOCOL_VERSION:
+        raise RemoteProtocolError(f"unsupported protocol version {version!r}")
+    kind = obj.get("t")
+    cls = _TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise RemoteProtocolError(f"unknown message type {obj.get('t')!r}")
     if allowed is not None and cls not in allowed:

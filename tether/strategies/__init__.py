@@ -34,14 +34,16 @@ def resolve(name: str) -> StrategyFactory:
         known = ", ".join(sorted(BUILTIN))
         raise ConfigError(f"unknown strategy {name!r} (known: {known}, or module:factory)")
     mod_name, _, attr = target.partition(":")
+    if not mod_name:
+        raise ConfigError(f"strategy {name!r} is not of the form module:factory")
     try:
         module = importlib.import_module(mod_name)
-    except ImportError as exc:
+    except (ImportError, ValueError, TypeError) as exc:
         raise ConfigError(f"strategy {name!r}: cannot import {mod_name!r}: {exc}") from None
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ConfigError(f"strategy {name!r}: {mod_name!r} has no callable {attr!r}")
-    return factory  # type: ignore[no-any-return]
+    return factory  # type: ignore[no-any-return,unused-ignore]
 
 
 def create(name: str, space: Space, budget: int, options: Mapping[str, Any]) -> Strategy:

@@ -73,6 +73,9 @@ class FixedPoints(Strategy):
             raise ConfigError(
                 f"fixed points must have {space.dim} columns, got shape {points.shape}"
             )
+        bad = [i for i, row in enumerate(points) if not space.contains(row)]
+        if bad:
+            raise ConfigError(f"fixed points row {bad[0]} is outside the space or not finite")
         self.space = space
         self.points = points
 
@@ -90,7 +93,10 @@ def load_points(path: str | Path, space: Space) -> np.ndarray:
     if not p.is_file():
         raise ConfigError(f"[strategy] points file not found: {p}")
     if p.suffix == ".npy":
-        return np.atleast_2d(np.load(p)).astype(float)
+        try:
+            return np.atleast_2d(np.load(p, allow_pickle=False)).astype(float)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"[strategy] points file {p} is not a numeric .npy: {exc}") from None
     lines = [ln for ln in p.read_text().splitlines() if ln.strip()]
     if not lines:
         raise ConfigError(f"[strategy] points file is empty: {p}")
@@ -105,10 +111,13 @@ def load_points(path: str | Path, space: Space) -> np.ndarray:
             raise ConfigError(f"[strategy] points file {p} lacks column(s) {missing}") from None
         order = [head.index(n) for n in space.names]
         rows = lines[1:]
+    width = len(head)
     try:
         data = [[float(r.split(",")[j]) for j in order] for r in rows]
     except (ValueError, IndexError) as exc:
         raise ConfigError(f"[strategy] points file {p} has a bad row: {exc}") from None
+    if any(len(r.split(",")) != width for r in rows):
+        raise ConfigError(f"[strategy] points file {p}: rows differ in their number of columns")
     return np.array(data, dtype=float).reshape(-1, space.dim)
 
 
@@ -121,7 +130,10 @@ def make_random(space: Space, budget: int, options: Mapping[str, Any]) -> Strate
 
 def make_lhs(space: Space, budget: int, options: Mapping[str, Any]) -> Strategy:
     o = Options("lhs", options)
-    s = LatinHypercube(space, size=o.get("size", budget, int), seed=o.get("seed", 0, int))
+    size = o.get("size", budget, int)
+    if size < 1:
+        raise ConfigError(f"[strategy] lhs size must be >= 1, got {size}")
+    s = LatinHypercube(space, size=size, seed=o.get("seed", 0, int))
     o.done()
     return s
 

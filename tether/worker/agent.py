@@ -9,6 +9,7 @@ session's outbox until a controller acknowledges it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -165,10 +166,9 @@ class WorkerAgent:
     def _send(self, msg: m.Message) -> None:
         if self.sock is None:
             return
-        try:
+        # zmq.Again: not connected (IMMEDIATE); the handshake timeout will retry
+        with contextlib.suppress(zmq.Again):
             self.sock.send(codec.encode(msg), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # not connected (IMMEDIATE): the handshake timeout will retry
 
     # ------------------------------------------------------------ connection
     def _endpoint(self) -> str | None:

@@ -24,18 +24,24 @@ def job_seconds_left() -> float | None:
 
 
 def _run(argv: list[str]) -> str:
+    # a user's SLURM_TIME_FORMAT (e.g. "relative") would change the dates printed
+    env = {**os.environ, "SLURM_TIME_FORMAT": "standard"}
     try:
-        return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout
+        return subprocess.run(argv, capture_output=True, text=True, timeout=10, env=env).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
 
 
 def _slurm_left(job: str) -> float | None:
+    # Slurm 22.05 does not set SLURM_JOB_END_TIME: ask squeue, then scontrol
     out = _run(["squeue", "-h", "-j", job, "-o", "%e"]).strip()
+    if not out:
+        found = re.search(r"\bEndTime=(\S+)", _run(["scontrol", "show", "job", job]))
+        out = found.group(1) if found else ""
     try:
-        end = datetime.strptime(out, "%Y-%m-%dT%H:%M:%S")
+        end = datetime.strptime(out, "%Y-%m-%dT%H:%M:%S")  # the node's local time
     except ValueError:
-        return None
+        return None  # "Unknown", "N/A": no limit known
     return end.timestamp() - time.time()
 
 
