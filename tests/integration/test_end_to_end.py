@@ -154,3 +154,41 @@ def test_log_commands_on_a_real_log(cluster: Cluster) -> None:
     assert e.returncode == 0 and len(e.stdout.strip().splitlines()) == 6
     sh = run_cli("log", "show", str(cluster.log), "0", cwd=cluster.tmp)
     assert sh.returncode == 0 and '"proposed"' in sh.stdout
+
+
+def test_malformed_messages_never_crash_the_controller(cluster: Cluster) -> None:
+    import msgpack
+    import zmq
+
+    cluster.start_controller(config=cluster.config(budget=5))
+    endpoint = cluster.addr.read_text().strip()
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 1000)
+    s.connect(endpoint)
+    bad = [b"", b"\xc1", b"not msgpack at all", msgpack.packb([1, 2, 3]),
+           msgpack.packb({"v": 99, "t": "hello"}), msgpack.packb({"v": 1, "t": "evaluate"}),
+           msgpack.packb({"v": 1, "t": "result", "eval_id": "zero", "attempt": 0, "value": 1.0}),
+           msgpack.packb({"v": 1, "t": ["hello"]}), msgpack.packb({"v": 1, "t": "hello"}),
+           msgpack.packb({"v": 1, "t": "result", "eval_id": 12345, "attempt": 0, "value": 1.0})]
+    for frame in bad:
+        s.send(frame)
+    s.send_multipart([b"two", b"frames"])
+    s.send(b"x" * (2 << 20))  # over MAXMSGSIZE: libzmq drops the connection
+    s.close()
+    ctx.term()
+    cluster.start_worker(python="tests.integration.objectives:quadratic")
+    assert cluster.wait_controller() == 0
+    check_log(cluster.log, completed=5)
+    assert "dropped a message" in cluster.output("controller")
+
+
+def test_log_plot_writes_a_png(cluster: Cluster) -> None:
+    pytest.importorskip("matplotlib")
+    cluster.start_controller(config=cluster.config(budget=4))
+    cluster.start_worker(python="tests.integration.objectives:quadratic")
+    assert cluster.wait_controller() == 0
+    out = cluster.tmp / "plot.png"
+    r = run_cli("log", "plot", str(cluster.log), "--out", str(out), cwd=cluster.tmp)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 from tether.errors import ConfigError
 from tether.records import Evaluate, Proposal, RunView, Terminate
@@ -53,6 +52,8 @@ class LatinHypercube(Strategy):
         k = len(view.records)
         block, i = divmod(k, self.size)
         if block != self._block:
+            from scipy.stats import qmc  # scipy.stats is slow to import: only when used
+
             rng = rng_for(self.seed, block)
             self._design = qmc.LatinHypercube(d=self.space.dim, seed=rng).random(self.size)
             self._block = block
