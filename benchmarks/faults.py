@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.harness import Cluster, events_of, wait_for  # noqa: E402
+from tests.integration.harness import Cluster, events_of, wait_for
 
 SETTINGS = {"default (1 s x 3)": "heartbeat = 1.0\nliveness = 3\n",
             "fast (0.2 s x 3)": "heartbeat = 0.2\nliveness = 3\n"}

@@ -22,8 +22,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import numpy as np
-
 from tether.controller.settings import RunSettings
 from tether.records import (
     COMPLETED,
@@ -354,12 +352,13 @@ class ControllerCore:
             self.end(proposal.reason)
 
     def _check_point(self, x: tuple[float, ...]) -> str:
-        a = np.asarray(x, dtype=float)
-        if a.shape != (self.space.dim,):
-            return f"point has {a.size} coordinates, space has {self.space.dim}"
-        if not np.all(np.isfinite(a)):
+        # plain Python: for a handful of coordinates numpy's call overhead dominates
+        space = self.space
+        if len(x) != space.dim:
+            return f"point has {len(x)} coordinates, space has {space.dim}"
+        if not all(math.isfinite(v) for v in x):
             return "point has non-finite coordinates"
-        if np.any(a < self.space.lo) or np.any(a > self.space.hi):
+        if any(v < lo or v > hi for v, lo, hi in zip(x, space.lower, space.upper)):
             return "point is outside the bounds"
         return ""
 

@@ -42,10 +42,12 @@ class JournalWriter:
         self._buf: list[str] = []
 
     def append(self, event: str, t: float, **fields: Any) -> None:
-        line: dict[str, Any] = {"event": event, "t": round(t, 6), "seq": self.seq}
-        for k, v in fields.items():
-            line[k] = _clean(v)
-        self._buf.append(json.dumps(line, separators=(",", ":"), allow_nan=False))
+        line: dict[str, Any] = {"event": event, "t": round(t, 6), "seq": self.seq, **fields}
+        try:
+            text = json.dumps(line, separators=(",", ":"), allow_nan=False)
+        except ValueError:  # a NaN or infinity somewhere: rare, so cleaned only then
+            text = json.dumps(_clean(line), separators=(",", ":"), allow_nan=False)
+        self._buf.append(text)
         self.seq += 1
 
     def flush(self) -> None:
