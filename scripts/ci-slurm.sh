@@ -19,6 +19,11 @@ if [ "${1:-}" = "--stop" ]; then
     echo "slurm stopped"; exit 0
 fi
 
+# the network-cut test (tests/integration/test_netns.py) needs iproute2 too
+if ! command -v ip >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 >/dev/null || true
+fi
 if sinfo -h >/dev/null 2>&1; then echo "slurm ready"; exit 0; fi
 if [ "$(id -u)" != 0 ]; then echo "ci-slurm.sh: needs root to set up Slurm" >&2; exit 1; fi
 

@@ -207,3 +207,15 @@ def test_worker_started_before_controller_keeps_trying(cluster: Cluster) -> None
     assert cluster.wait_controller(timeout=40) == 0
     assert w.wait(timeout=20) == 0
     check_log(cluster.log, completed=5)
+
+
+@pytest.mark.timeout(60)
+def test_worker_starting_inside_its_drain_window_takes_no_work(cluster: Cluster) -> None:
+    cluster.start_controller(config=cluster.config(budget=5, run=FAST))
+    late = cluster.start_worker("--walltime", "2", "--drain", "5",
+                                python="tests.integration.objectives:quadratic", name="late")
+    assert late.wait(timeout=30) == 0
+    assert not [e for e in events_of(cluster.log, "started") if e["worker"] == "late"]
+    cluster.start_worker(python="tests.integration.objectives:quadratic", name="normal")
+    assert cluster.wait_controller(timeout=40) == 0
+    check_log(cluster.log, completed=5)

@@ -303,7 +303,8 @@ def test_job_wide_sigterm_requeues_and_never_fails(cluster: Cluster, how: str) -
     failed = [e for e in events if e["event"] == "failed"]
     assert not failed, f"the job-wide SIGTERM failed evaluations instead of re-queuing: {failed}"
     for eval_id, e in zip(held, left):  # abandoned, re-queued at once, completed once
-        requeued = [r for r in events if r["event"] == "requeued" and r["eval_id"] == eval_id]
+        requeued = [r for r in events if r["event"] == "requeued" and r["eval_id"] == eval_id
+                    and r["seq"] > e["seq"]]
         assert requeued and 0 <= requeued[0]["t"] - e["t"] < 1.0, (eval_id, e)
         done = [r for r in events if r["event"] == "completed" and r["eval_id"] == eval_id]
         assert len(done) == 1 and done[0]["worker"] != e["worker"], done

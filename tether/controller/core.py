@@ -150,7 +150,8 @@ class ControllerCore:
         """A worker (re)joined, reporting the evaluations it is still running."""
         if self.workers.pop(name, None) is not None:
             self._log("worker_left", worker=name, reason="reconnected")
-        w = WorkerState(name, slots=max(1, slots))
+        # slots == 0: a worker that is draining already (e.g. started late in its job)
+        w = WorkerState(name, slots=max(1, slots), draining=slots == 0)
         self.workers[name] = w
         self._log("worker_joined", worker=name, slots=w.slots)
         reported = dict(running)

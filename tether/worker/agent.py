@@ -32,6 +32,8 @@ from tether.worker.evaluators import Done, Evaluator, PartialOut, Running
 
 log = logging.getLogger("tether.worker")
 
+SIGNAL_HOLD = 1.0  # seconds a signalled program's failure waits for the agent's own SIGTERM
+
 
 @dataclass
 class WorkerOptions:
@@ -63,8 +65,12 @@ class WorkerAgent:
         self.sock: zmq.Socket[bytes] | None = None
         self.runs: dict[tuple[int, int], Running] = {}
         self.dying: list[Running] = []  # killed, still being reaped
+        self.held: dict[tuple[int, int], tuple[Done, float]] = {}  # signalled, undecided
         self.t_end = time.monotonic() + opts.walltime if opts.walltime else None
         self.draining = False
+        if self.t_end is not None and self.t_end - time.monotonic() <= opts.drain:
+            self.draining = True  # started inside its drain window: take no work at all
+            self.session.slots = 0
         self.exit_reason: str | None = None
         self._attempts = 0
         self._reconnect_at = 0.0
@@ -101,8 +107,12 @@ class WorkerAgent:
         else:  # disconnected and idle: nothing can wake us before the next reconnect
             time.sleep(max(0.0, min(timeout, self._reconnect_at - now)))
         now = time.monotonic()
+        if self._sigterm:  # the job is ending: what dies with us is abandoned, not failed
+            self._leave("sigterm", now)
+            return
         self._read_socket(now)
         self._poll_runs(now)
+        self._release_held(now)
         if self.sock is not None:
             self._do(self.session.tick(now), now)
         self._check_walltime(now)
@@ -125,13 +135,27 @@ class WorkerAgent:
 
     def _poll_runs(self, now: float) -> None:
         for key, run in list(self.runs.items()):
+            if key in self.held:
+                continue
             for out in run.poll(now):
                 if isinstance(out, PartialOut):
                     self._do(self.session.partial(m.Partial(*key, out.value, out.info), now), now)
                 elif isinstance(out, Done):
+                    if out.signal in (signal.SIGTERM, signal.SIGKILL, signal.SIGINT):
+                        # maybe the batch system is ending the job and our own SIGTERM
+                        # is on its way: wait a moment before calling it a failure
+                        self.held[key] = (out, now + SIGNAL_HOLD)
+                        continue
                     del self.runs[key]
                     self._finished(key, out, now)
         self.dying = [r for r in self.dying if not _reap(r, now)]
+
+    def _release_held(self, now: float) -> None:
+        for key, (out, until) in list(self.held.items()):
+            if now >= until:
+                del self.held[key]
+                self.runs.pop(key, None)
+                self._finished(key, out, now)
 
     def _finished(self, key: tuple[int, int], out: Done, now: float) -> None:
         seconds = now - self.session.running.get(key, now)
@@ -203,7 +227,6 @@ class WorkerAgent:
         # give the TCP handshake a moment so the first Hello is not refused by IMMEDIATE
         self._wait_connected(s, 0.5)
         self._send(hello)
-        self._attempts += 1
 
     def _wait_connected(self, s: zmq.Socket[bytes], limit: float) -> None:
         deadline = time.monotonic() + limit
@@ -232,12 +255,14 @@ class WorkerAgent:
         left = self.t_end - now
         if not self.draining and left <= self.opts.drain:
             self.draining = True
+            self.session.slots = 0  # a Hello after a reconnect must say so too
             log.info("%.0f s of walltime left: draining", left)
             self._send(m.Drain(max(0.0, left)))
         if self.draining and not self.runs and not self.session.outbox:
             self._leave("walltime", now)
 
     def _leave(self, reason: str, now: float) -> None:
+        self.held.clear()  # their programs died with the job: abandoned like the rest
         abandoned = tuple(self.runs)
         for key in abandoned:
             run = self.runs.pop(key)

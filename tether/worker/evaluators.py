@@ -41,6 +41,7 @@ class Done:
     value: float = math.nan
     error: str = ""
     killed: bool = False
+    signal: int = 0  # the program died of this signal, sent by someone else
 
 
 Output = PartialOut | Done
@@ -296,7 +297,8 @@ class _CommandRun:
         value = self.value if self.value is not None else parse_number(self.last_line)
         if code != 0:
             how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
-            return Done(False, error=_with_tail(f"program failed ({how})", tail))
+            return Done(False, error=_with_tail(f"program failed ({how})", tail),
+                        signal=-code if code < 0 else 0)
         if value is None:
             return Done(False, error=_with_tail("program printed no value", tail))
         if not math.isfinite(value):
