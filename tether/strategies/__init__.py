@@ -19,6 +19,7 @@ BUILTIN: dict[str, str] = {
     "random": "tether.strategies.sampling:make_random",
     "lhs": "tether.strategies.sampling:make_lhs",
     "fixed": "tether.strategies.sampling:make_fixed",
+    "dycors": "tether.strategies.dycors:make_dycors",
 }
 
 __all__ = [

@@ -17,7 +17,7 @@ Randomness therefore draws from generators keyed by the number of proposals seen
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -45,6 +45,15 @@ class Strategy(ABC):
 
     def on_event(self, kind: str, record: Record, view: RunView) -> None:
         """``record`` (the snapshot after the event) had event ``kind`` (see records.EVENT_KINDS)."""
+
+    def warm_start(self, records: Sequence[Record]) -> None:
+        """Prior data: completed evaluations of another run, told once before the run.
+
+        The records are not part of this run (they do not count towards the budget and
+        are not in ``view.records``); a strategy may use them as a surrogate's training
+        data or as starting points. The caller must tell the same records again before
+        replaying a log on resume. The default ignores them.
+        """
 
 
 class StrategyFactory(Protocol):
