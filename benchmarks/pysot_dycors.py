@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0] + "/..")
-from tether.testfunctions import BRANIN_MIN, HARTMANN6_MIN, branin, hartmann6  # noqa: E402
+from tether.testfunctions import BRANIN_MIN, HARTMANN6_MIN, branin, hartmann6
 
 
 def run(fn, dim: int, budget: int, seed: int, mode: str, workers: int = 4) -> tuple[float, float]:
@@ -39,7 +39,8 @@ def run(fn, dim: int, budget: int, seed: int, mode: str, workers: int = 4) -> tu
     np.random.seed(seed)
     rng = np.random.default_rng(1000 + seed)
     prob = Problem()
-    rbf = RBFInterpolant(dim=dim, lb=prob.lb, ub=prob.ub, kernel=CubicKernel(), tail=LinearTail(dim))
+    rbf = RBFInterpolant(dim=dim, lb=prob.lb, ub=prob.ub, kernel=CubicKernel(),
+                         tail=LinearTail(dim))
     design = SymmetricLatinHypercube(dim=dim, num_pts=2 * (dim + 1))
     class Patched(DYCORSStrategy):
         def generate_evals(self, num_pts: int) -> None:
@@ -65,7 +66,8 @@ def run(fn, dim: int, budget: int, seed: int, mode: str, workers: int = 4) -> tu
 
 def main() -> None:
     seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    problems = [("branin", branin, 2, 30, BRANIN_MIN), ("hartmann6", hartmann6, 6, 100, HARTMANN6_MIN)]
+    problems = [("branin", branin, 2, 30, BRANIN_MIN),
+                ("hartmann6", hartmann6, 6, 100, HARTMANN6_MIN)]
     for name, fn, dim, budget, fmin in problems:
         for mode in ("serial", "instant", "uneven", "uneven-patched"):
             regrets, crashes, per_point = [], 0, []

@@ -30,7 +30,7 @@ from tether.strategies.base import Strategy
 
 #: An objective for in-process controllers: f(x) -> value, or (value, partials) where the
 #: partials are reported evenly spaced over the evaluation's (simulated) duration.
-Objective = Callable[[np.ndarray], Any]
+Objective = Callable[..., Any]
 
 
 @dataclass
