@@ -294,6 +294,7 @@ class ControllerCore:
     # ---------------------------------------------------------------- strategy
     def pump(self) -> None:
         """Ask the strategy for work while slots are free and the budget needs it."""
+        self._interrupts()
         while self.finished is None:
             worker = self._free_worker()
             if worker is None:
@@ -307,7 +308,21 @@ class ControllerCore:
             proposal = self.strategy.propose(self.view)
             if proposal is None:
                 return
+            n_records = len(self.view.records)
             self._apply(proposal)
+            if isinstance(proposal, Evaluate) and len(self.view.records) == n_records:
+                return  # rejected: do not spin on a strategy that repeats a bad point
+
+    def _interrupts(self) -> None:
+        """Kills and terminations a strategy wants now, even with every worker busy."""
+        for _ in range(1000):  # bounded: a strategy cannot hold the loop forever
+            if self.finished is not None:
+                return
+            self.view.now = self.clock()
+            action = self.strategy.interrupt(self.view)
+            if action is None:
+                return
+            self._apply(action)
 
     def _apply(self, proposal: Proposal) -> None:
         if isinstance(proposal, Evaluate):

@@ -14,7 +14,12 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import (
-    FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait,
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
 )
 from dataclasses import dataclass, field
 from typing import Any

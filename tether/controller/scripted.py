@@ -49,6 +49,9 @@ class _Gate(Strategy):
     def on_event(self, kind: str, record: Record, view: RunView) -> None:
         self.inner.on_event(kind, record, view)
 
+    def interrupt(self, view: RunView) -> Kill | Terminate | None:
+        return self.inner.interrupt(view)  # urgent kills are carried out at once
+
     def warm_start(self, records: Sequence[Record]) -> None:
         self.inner.warm_start(records)
 

@@ -20,6 +20,7 @@ BUILTIN: dict[str, str] = {
     "lhs": "tether.strategies.sampling:make_lhs",
     "fixed": "tether.strategies.sampling:make_fixed",
     "dycors": "tether.strategies.dycors:make_dycors",
+    "local": "tether.strategies.localsearch:make_local",
 }
 
 __all__ = [
