@@ -5,10 +5,10 @@ import pytest
 
 from tether.controller.scripted import ScriptedController
 from tether.errors import StrategyError
+from tether.records import Record, Status
 from tether.space import Space
 from tether.strategies.asktell import AskTellStrategy
 from tether.strategies.warmstart import WARM_TAG
-from tether.records import Record, Status
 
 
 class FakeOptimizer:

@@ -1,3 +1,5 @@
+import numpy as np
+
 from tether.controller.local import SimulatedController
 from tether.controller.scripted import ScriptedController
 from tether.controller.settings import RunSettings
@@ -5,8 +7,6 @@ from tether.records import Status
 from tether.space import Space
 from tether.strategies.earlystop import MedianStopping
 from tether.strategies.sampling import FixedPoints, RandomSampling
-
-import numpy as np
 
 
 def test_trailing_evaluation_is_killed_even_with_every_worker_busy() -> None:

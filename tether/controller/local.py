@@ -28,6 +28,7 @@ import numpy as np
 
 from tether.controller.core import ControllerCore, Dispatch, Finish, SendKill
 from tether.controller.settings import RunSettings
+from tether.errors import TetherError
 from tether.log.journal import MemoryJournal
 from tether.records import Record, Status
 from tether.space import Space
@@ -221,6 +222,11 @@ class SerialController:
         core.completed(cmd.worker, cmd.eval_id, cmd.attempt, value)
 
 
+class EvaluationKilled(TetherError):
+    """Raised inside ``report()`` once the evaluation was killed, so that a pool thread
+    (which Python cannot stop) can end its work early, e.g. terminate a subprocess."""
+
+
 def _call(objective: Objective, x: np.ndarray, report: Callable[..., None] | None) -> Any:
     if report is not None:
         return objective(x, report=report)
@@ -233,7 +239,8 @@ class PoolController:
     ``processes=True`` uses a process pool, for objectives that hold the GIL; the
     objective must then be picklable (a module-level function) and cannot stream
     partial results. Python cannot stop a running thread, so a killed evaluation's
-    thread runs to its end and its result is dropped; its slot is reused at once.
+    thread runs on until it calls ``report()``, which then raises
+    :class:`EvaluationKilled`; its result is dropped and its slot is reused at once.
     """
 
     def __init__(self, space: Space, strategy: Strategy, objective: Objective, *,
@@ -249,6 +256,7 @@ class PoolController:
         self._reports = not processes and "report" in inspect.signature(objective).parameters
         self._partials: queue.SimpleQueue[tuple[Dispatch, float]] = queue.SimpleQueue()
         self._running: dict[Future[Any], Dispatch] = {}
+        self._killed: set[int] = set()  # eval ids; read by pool threads in report()
 
     def run(self) -> RunResult:
         t0 = time.perf_counter()
@@ -293,10 +301,13 @@ class PoolController:
                     if d.eval_id == cmd.eval_id and d.worker == cmd.worker:
                         fut.cancel()
                         del self._running[fut]
+                        self._killed.add(cmd.eval_id)
                 self.core.killed(cmd.worker, cmd.eval_id, cmd.attempt, cmd.reason)
 
     def _reporter(self, cmd: Dispatch) -> Callable[..., None]:
         def report(value: float, **info: Any) -> None:
+            if cmd.eval_id in self._killed:
+                raise EvaluationKilled(f"evaluation {cmd.eval_id} was killed")
             self._partials.put((cmd, float(value)))
         return report
 

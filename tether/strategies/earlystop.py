@@ -4,9 +4,10 @@ An objective that reports partial results (``report(v)`` in Python, ``tether:par
 <v>`` lines from a program) produces a trajectory per evaluation: step 0 is the first
 partial, step 1 the second, and so on. After each partial, :class:`MedianStopping`
 compares the evaluation's best value so far with the median of the best-so-far values
-the *other* evaluations had at the same step; if it is worse (higher, as tether
-minimises) and at least ``min_others`` others reached that step, the evaluation is
-killed. Steps before ``min_steps`` are never judged (learning curves are noisy early).
+the *other* evaluations had at the same step (those killed before that step count as
+worse than any value, so the yardstick is not just the survivors); if it is worse
+(higher, as tether minimises) and at least ``min_others`` others are counted, the
+evaluation is killed. Steps before ``min_steps`` are never judged (learning curves are noisy early).
 
 The kill is proposed through :meth:`Strategy.interrupt`, so it happens at once even
 when every worker is busy. Decisions depend only on the events seen, so a replayed log
@@ -39,6 +40,7 @@ class MedianStopping(Wrapper):
         self.curves: dict[int, list[float]] = {}  # eval id -> best-so-far per step
         self.to_kill: list[int] = []
         self.stopped: list[int] = []
+        self.killed: set[int] = set()
 
     def interrupt(self, view: RunView) -> Kill | Terminate | None:
         while self.to_kill:
@@ -51,8 +53,10 @@ class MedianStopping(Wrapper):
     def on_event(self, kind: str, record: Record, view: RunView) -> None:
         if kind == PARTIAL and record.partials:
             self._judge(record)
-        elif kind == KILLED and record.eval_id in self.to_kill:
-            self.to_kill.remove(record.eval_id)
+        elif kind == KILLED:
+            self.killed.add(record.eval_id)
+            if record.eval_id in self.to_kill:
+                self.to_kill.remove(record.eval_id)
         self.inner.on_event(kind, record, view)
 
     def _judge(self, record: Record) -> None:
@@ -61,8 +65,10 @@ class MedianStopping(Wrapper):
         step = len(curve) - 1
         if step < self.min_steps or record.eval_id in self.stopped:
             return
-        others = [c[step] for i, c in self.curves.items()
-                  if i != record.eval_id and len(c) > step]
+        # evaluations killed before this step count as worse than any value: leaving
+        # them out would compare against survivors only and kill nearly everything
+        others = [c[step] if len(c) > step else np.inf for i, c in self.curves.items()
+                  if i != record.eval_id and (len(c) > step or i in self.killed)]
         if len(others) < self.min_others:
             return
         if curve[step] > float(np.median(others)) + self.margin:
