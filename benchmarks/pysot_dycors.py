@@ -21,7 +21,8 @@ from tether.testfunctions import BRANIN_MIN, HARTMANN6_MIN, branin, hartmann6
 def run(fn, dim: int, budget: int, seed: int, mode: str, workers: int = 4) -> tuple[float, float]:
     """mode: "serial" (POAP SerialController: each result back before the next proposal),
     "instant" / "uneven" (SimTeamController, 4 workers, zero / exponential durations),
-    "uneven-patched" (the same, with pySOT patched to wait instead of fitting too early)."""
+    "-patched" variants: the same, with pySOT patched to wait instead of fitting too early.
+    """
     from poap.controller import SerialController, SimTeamController
     from pySOT.experimental_design import SymmetricLatinHypercube
     from pySOT.optimization_problems import OptimizationProblem
@@ -69,7 +70,7 @@ def main() -> None:
     problems = [("branin", branin, 2, 30, BRANIN_MIN),
                 ("hartmann6", hartmann6, 6, 100, HARTMANN6_MIN)]
     for name, fn, dim, budget, fmin in problems:
-        for mode in ("serial", "instant", "uneven", "uneven-patched"):
+        for mode in ("serial", "instant", "instant-patched", "uneven", "uneven-patched"):
             regrets, crashes, per_point = [], 0, []
             for seed in range(seeds):
                 try:

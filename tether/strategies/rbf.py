@@ -11,8 +11,11 @@ whatever the objective's units; predictions are returned in the original units.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import scipy.linalg
+from scipy.spatial.distance import cdist
 
 from tether.errors import StrategyError
 
@@ -57,8 +60,10 @@ class CubicRBF:
         a[n:, :n] = p.T
         rhs = np.concatenate([y, np.zeros(d + 1)])
         try:
-            sol = scipy.linalg.solve(a, rhs, assume_a="sym", check_finite=False)
-        except (np.linalg.LinAlgError, ValueError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", scipy.linalg.LinAlgWarning)
+                sol = scipy.linalg.solve(a, rhs, assume_a="sym", check_finite=False)
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning, ValueError):
             # points that do not span the space: least squares still gives a usable model
             sol = np.linalg.lstsq(a, rhs, rcond=None)[0]
         if not np.all(np.isfinite(sol)):
@@ -76,8 +81,17 @@ class CubicRBF:
         return np.asarray(y * self._scale + self._shift)
 
 
+    def value_and_gradient(self, z: np.ndarray) -> tuple[float, np.ndarray]:
+        """Model value and gradient at one point (for gradient-based minimisation)."""
+        z = np.asarray(z, dtype=float).ravel()
+        diff = z[None, :] - self._x
+        r = np.sqrt((diff * diff).sum(axis=1))
+        value = float(self._coef @ (r * r * r)) + self._tail[0] + float(z @ self._tail[1:])
+        grad = 3.0 * (self._coef * r) @ diff + self._tail[1:]
+        return value * self._scale + self._shift, np.asarray(grad * self._scale)
+
+
 def _cubic(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    # |a-b|^2 through the Gram trick is faster than cdist for the sizes used here
-    sq = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * (a @ b.T)
-    r = np.sqrt(np.maximum(sq, 0.0))
+    # cdist beats the Gram-matrix trick here: small BLAS calls pay threading overhead
+    r = cdist(a, b)
     return np.asarray(r * r * r)
