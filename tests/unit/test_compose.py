@@ -1,4 +1,5 @@
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -160,3 +161,31 @@ def test_random_child_has_no_tag_but_merged_still_counts() -> None:
     recs = [sc.accept_eval() for _ in range(4)]
     assert [r.tag for r in recs] == ["", "c", "", "c"]
     assert all(r.status is Status.RUNNING for r in recs)
+
+
+def _replayed_proposals_match(make: Callable[[], Strategy], budget: int = 25) -> None:
+    from tether.controller.core import ControllerCore
+    from tether.controller.replay import replay_into
+    from tether.log.journal import MemoryJournal
+
+    space = Space.unit(2)
+    rng = np.random.default_rng(11)
+    live = make()
+    ctl = SimulatedController(space, live, branin, workers=3,
+                              settings=RunSettings(budget=budget),
+                              duration=lambda x: float(rng.random()))
+    res = ctl.run()
+    fresh = make()
+    core = ControllerCore(space, fresh, RunSettings(budget=budget + 10), MemoryJournal(),
+                          lambda: 0.0)
+    replay_into(core, res.events)
+    ctl.core.view.budget = budget + 10
+    assert live.propose(ctl.core.view) == fresh.propose(core.view)
+
+
+def test_merged_dycors_and_local_search_resume_from_events() -> None:
+    space = Space.unit(2)
+    _replayed_proposals_match(lambda: Merged(space, [DYCORS(space, 40, seed=2),
+                                                     LocalSearch(space, step=0.05)]))
+    _replayed_proposals_match(lambda: LocalSearch(space, step=0.1), budget=30)
+    _replayed_proposals_match(lambda: Retry(DYCORS(space, 40, seed=5)))
