@@ -95,7 +95,8 @@ def fmt(regrets: list[float]) -> str:
     if not regrets:
         return "—"
     trapped = sum(r > 0.05 for r in regrets)
-    return f"{np.median(regrets):.1e} ({trapped} trapped)" if trapped else f"{np.median(regrets):.1e}"
+    median = f"{np.median(regrets):.1e}"
+    return f"{median} ({trapped} trapped)" if trapped else median
 
 
 def simulated_throughput(n: int = 10_000) -> float:
@@ -114,7 +115,8 @@ def main() -> None:
     ap.add_argument("--no-pysot", action="store_true")
     args = ap.parse_args()
     pysot = {} if args.no_pysot else run_pysot(args.seeds)
-    print("| problem | mode | tether DYCORS | propose ms/pt (median, p90, max) | pySOT 0.3.3 DYCORS |")
+    print("| problem | mode | tether DYCORS | propose ms/pt (median, p90, max) "
+          "| pySOT 0.3.3 DYCORS |")
     print("|---|---|---|---|---|")
     for name, fn, dim, budget, fmin in PROBLEMS:
         for mode in MODES:
