@@ -87,10 +87,23 @@ def test_retry_reproposes_failed_points_up_to_max_failures() -> None:
     sc.fail(first)
     second = sc.accept_eval()
     assert second.x == (0.3,) and second.eval_id != first.eval_id
+    assert second.tag == "c:retry"
     sc.fail(second)
     assert r.abandoned == [(0.3,)]
     assert sc.accept_eval().x == (0.7,)
     assert inner.accepted == 2  # the retry was not the inner strategy's proposal
+
+
+def test_retried_design_points_do_not_use_up_the_design() -> None:
+    space = Space.unit(2)
+    d = DYCORS(space, 30, seed=0)
+    sc = ScriptedController(space, Retry(d, max_failures=2), workers=2)
+    a = sc.accept_eval()
+    sc.fail(a)
+    again = sc.accept_eval()
+    assert again.x == a.x and again.tag == "dycors:design:retry"
+    assert d.n_design_proposed == 1
+    assert sc.accept_eval().x == tuple(d.design[1])
 
 
 def test_checked_clips_and_never_spins_on_non_finite_points() -> None:

@@ -148,8 +148,9 @@ class Retry(Wrapper):
     """Re-propose points whose evaluation failed, ``max_failures`` attempts in all.
 
     Failures are counted per point (the coordinates), across records. Retries go out
-    before anything new and keep the original tag, so the inner strategy recognises
-    its own point. Killed evaluations are not retried (a kill is deliberate).
+    before anything new, tagged ``<original tag>:retry`` so that the inner strategy
+    does not take them for new proposals of its own (it still sees all their events).
+    Killed evaluations are not retried (a kill is deliberate).
     """
 
     def __init__(self, inner: Strategy, max_failures: int = 3) -> None:
@@ -185,10 +186,15 @@ class Retry(Wrapper):
             n = self.failures.get(record.x, 0) + 1
             self.failures[record.x] = n
             if n < self.max_failures:
-                self.to_retry.append((record.x, record.tag))
+                self.to_retry.append((record.x, _retry_tag(record.tag)))
             else:
                 self.abandoned.append(record.x)
         self.inner.on_event(kind, record, view)
+
+
+def _retry_tag(tag: str) -> str:
+    base = tag.removesuffix(":retry")
+    return f"{base}:retry" if base else "retry"
 
 
 class Checked(Wrapper):
