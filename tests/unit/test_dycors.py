@@ -112,3 +112,28 @@ def test_factory_options_and_errors() -> None:
         create("dycors", space, 30, {"weights": [0.5, 2.0]})
     with pytest.raises(ConfigError):
         create("dycors", space, 30, {"seed": "x"})
+
+
+def test_step_size_halves_after_failures_and_doubles_after_successes() -> None:
+    space = Space.unit(2)
+    s = DYCORS(space, 200, seed=0, restarts=False)
+    sc = ScriptedController(space, s, budget=200, workers=1)
+    for _ in range(len(s.design)):
+        r = sc.accept_eval()
+        sc.complete(r, 10.0)
+
+    def adaptive(value: float) -> None:
+        rec = sc.accept_eval()
+        assert rec.tag == "dycors"
+        sc.complete(rec, value)
+
+    adaptive(5.0)  # the first adaptive result is a success (pySOT's convention)
+    for _ in range(s.failtol):
+        adaptive(6.0)
+    assert s.sigma == pytest.approx(0.1)
+    for v in (4.0, 3.0, 2.0):
+        adaptive(v)
+    assert s.sigma == pytest.approx(0.2)
+    for _ in range(s.failtol * 7):
+        adaptive(9.0)
+    assert s.sigma == pytest.approx(0.2 / 64)  # never below the minimum without restarts

@@ -12,7 +12,7 @@ The algorithm, in the unit cube:
    to [0, 1], the weight ``w`` cycling through ``weights``; candidates closer than
    ``dtol`` to an evaluated or pending point are never proposed;
 5. adapt ``sigma``: double it after ``succtol`` successes in a row, halve it after
-   ``failtol`` failures in a row; when it falls below its minimum (or after
+   ``failtol`` failures in a row; when it reaches its minimum 0.2/64 (or after
    ``4 * failtol`` failures), restart from a fresh design.
 
 Differences from pySOT, for asynchronous use:
@@ -182,12 +182,13 @@ class DYCORS(Strategy):
             self.status = min(-1, self.status - 1)
             self.failcount += 1
         if self.status <= -self.failtol:
-            self.status, self.sigma = 0, self.sigma / 2
+            self.status, self.sigma = 0, max(self.sigma / 2, self.sigma_min)
             self.last_adjust_id = max(view.records, default=-1)
         elif self.status >= self.succtol:
             self.status, self.sigma = 0, min(2 * self.sigma, self.sigma_max)
             self.last_adjust_id = max(view.records, default=-1)
-        converged = self.sigma < self.sigma_min or self.failcount >= self.maxfailtol
+        # without restarts the search goes on at the smallest step
+        converged = self.sigma <= self.sigma_min or self.failcount >= self.maxfailtol
         if converged and self.restarts:
             self._new_epoch(self.n_initial)
             self.last_adjust_id = max(view.records, default=-1)
