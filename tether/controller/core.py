@@ -322,6 +322,9 @@ class ControllerCore:
             action = self.strategy.interrupt(self.view)
             if action is None:
                 return
+            if isinstance(action, Evaluate):  # evaluations wait for a slot: propose()
+                self.strategy.on_rejected(action, "interrupt() may only kill or terminate")
+                return
             self._apply(action)
 
     def _apply(self, proposal: Proposal) -> None:
