@@ -202,3 +202,15 @@ def test_merged_dycors_and_local_search_resume_from_events() -> None:
                                                      LocalSearch(space, step=0.05)]))
     _replayed_proposals_match(lambda: LocalSearch(space, step=0.1), budget=30)
     _replayed_proposals_match(lambda: Retry(DYCORS(space, 40, seed=5)))
+
+
+def test_merged_forwards_urgent_kills_from_a_child() -> None:
+    from tether.strategies.earlystop import MedianStopping
+
+    space = Space.unit(1)
+    stopper = MedianStopping(Const((0.5,), "a"), min_steps=0, min_others=1)
+    sc = ScriptedController(space, Merged(space, [stopper, Const((0.2,), "b")]), workers=2)
+    r1, r2 = sc.accept_eval(), sc.accept_eval()
+    sc.partial(r1, 1.0)
+    sc.partial(r2, 5.0)
+    assert sc.record(r2).status is Status.KILLED and sc.record(r1).status is Status.RUNNING

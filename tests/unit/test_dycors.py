@@ -137,3 +137,15 @@ def test_step_size_halves_after_failures_and_doubles_after_successes() -> None:
     for _ in range(s.failtol * 7):
         adaptive(9.0)
     assert s.sigma == pytest.approx(0.2 / 64)  # never below the minimum without restarts
+
+
+def test_works_in_the_original_units_of_a_box() -> None:
+    space = Space(("a", "b"), (-5.0, 0.0), (10.0, 15.0))
+
+    def native_branin(x: np.ndarray) -> float:
+        return branin(np.array([(x[0] + 5.0) / 15.0, x[1] / 15.0]))
+
+    res = SimulatedController(space, DYCORS(space, 30, seed=4), native_branin, workers=2,
+                              settings=RunSettings(budget=30)).run()
+    assert all(space.contains(r.x) for r in res.records.values())
+    assert res.best is not None and (res.best.value or 0.0) - BRANIN_MIN < 1e-2
