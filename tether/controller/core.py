@@ -311,6 +311,7 @@ class ControllerCore:
     # ---------------------------------------------------------------- strategy
     def pump(self) -> None:
         """Ask the strategy for work while slots are free and the budget needs it."""
+        self._interrupts()
         while self.finished is None:
             worker = self._free_worker()
             if worker is None:
@@ -327,6 +328,23 @@ class ControllerCore:
             self._rejected = False
             self._apply(proposal)
             if self._rejected:  # asking again at once could spin on the same bad point
+                return
+
+    def _interrupts(self) -> None:
+        """Kills and terminations a strategy wants now, even with every worker busy."""
+        for _ in range(1000):  # bounded: a strategy cannot hold the loop forever
+            if self.finished is not None:
+                return
+            self.view.now = self.clock()
+            action = self.strategy.interrupt(self.view)
+            if action is None:
+                return
+            if isinstance(action, Evaluate):  # evaluations wait for a slot: propose()
+                self.strategy.on_rejected(action, "interrupt() may only kill or terminate")
+                return
+            self._rejected = False
+            self._apply(action)
+            if self._rejected:
                 return
 
     def _apply(self, proposal: Proposal) -> None:

@@ -1,4 +1,4 @@
-"""In-process controllers on the shared core: serial and simulated time.
+"""In-process controllers on the shared core: serial, thread/process pool, simulated time.
 
 The simulated-time controller is POAP's SimTeamController idea: each evaluation takes a
 duration given by a user function, time jumps from one completion to the next, so N
@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import heapq
 import inspect
+import queue
 import time
 import traceback
 from collections.abc import Callable, Sequence
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +28,7 @@ import numpy as np
 
 from tether.controller.core import ControllerCore, Dispatch, Finish, SendKill
 from tether.controller.settings import RunSettings
+from tether.errors import TetherError
 from tether.log.journal import MemoryJournal
 from tether.records import Record, Status
 from tether.space import Space
@@ -26,7 +36,7 @@ from tether.strategies.base import Strategy
 
 #: An objective for in-process controllers: f(x) -> value, or (value, partials) where the
 #: partials are reported evenly spaced over the evaluation's (simulated) duration.
-Objective = Callable[[np.ndarray], Any]
+Objective = Callable[..., Any]
 
 
 @dataclass
@@ -214,3 +224,113 @@ class SerialController:
         for p in partials:
             report(p)
         core.completed(cmd.worker, cmd.eval_id, cmd.attempt, value)
+
+
+class EvaluationKilled(TetherError):
+    """Raised inside ``report()`` once the evaluation was killed, so that a pool thread
+    (which Python cannot stop) can end its work early, e.g. terminate a subprocess."""
+
+
+def _call(objective: Objective, x: np.ndarray, report: Callable[..., None] | None) -> Any:
+    if report is not None:
+        return objective(x, report=report)
+    return objective(x)
+
+
+class PoolController:
+    """Evaluates proposals on a pool of ``workers`` threads (or processes), in real time.
+
+    ``processes=True`` uses a process pool, for objectives that hold the GIL; the
+    objective must then be picklable (a module-level function) and cannot stream
+    partial results. Python cannot stop a running thread, so a killed evaluation's
+    thread runs on until it calls ``report()``, which then raises
+    :class:`EvaluationKilled`; its result is dropped and its slot is reused at once.
+    """
+
+    def __init__(self, space: Space, strategy: Strategy, objective: Objective, *,
+                 workers: int = 4, processes: bool = False,
+                 settings: RunSettings | None = None) -> None:
+        self.journal = MemoryJournal()
+        self.settings = settings or RunSettings()
+        self.core = ControllerCore(space, strategy, self.settings, self.journal, time.time,
+                                   {"strategy": {"name": strategy.name}, "space": space.to_json()})
+        self.objective = objective
+        self.n_workers = workers
+        self.processes = processes
+        self._reports = not processes and "report" in inspect.signature(objective).parameters
+        self._partials: queue.SimpleQueue[tuple[Dispatch, float]] = queue.SimpleQueue()
+        self._running: dict[Future[Any], Dispatch] = {}
+        self._killed: set[int] = set()  # eval ids; read by pool threads in report()
+
+    def run(self) -> RunResult:
+        t0 = time.perf_counter()
+        pool_cls = ProcessPoolExecutor if self.processes else ThreadPoolExecutor
+        with pool_cls(max_workers=self.n_workers) as pool:
+            core = self.core
+            core.start()
+            for i in range(self.n_workers):
+                core.join(f"pool-{i}")
+            while core.finished is None:
+                self._apply_commands(pool)
+                if core.finished is not None:
+                    break
+                if not self._running:
+                    core.tick()
+                    if not core.commands and core.finished is None:
+                        core.end("stalled: nothing running and the strategy proposes nothing")
+                    continue
+                done, _ = wait(list(self._running), timeout=self._wait_time(),
+                               return_when=FIRST_COMPLETED)
+                self._drain_partials()
+                for fut in done:
+                    self._deliver(self._running.pop(fut), fut)
+                core.tick()
+            for fut in self._running:
+                fut.cancel()
+        return RunResult(dict(core.view.records), self.journal.events,
+                         time.perf_counter() - t0, core.finished or "")
+
+    def _wait_time(self) -> float:
+        # wake up for timeouts and max_time; partial results are picked up then too
+        return 0.05 if self._reports else min(1.0, self.settings.eval_timeout)
+
+    def _apply_commands(self, pool: Executor) -> None:
+        for cmd in self.core.take_commands():
+            if isinstance(cmd, Dispatch):
+                x = np.asarray(cmd.x, dtype=float)
+                report = self._reporter(cmd) if self._reports else None
+                self._running[pool.submit(_call, self.objective, x, report)] = cmd
+            elif isinstance(cmd, SendKill):
+                for fut, d in list(self._running.items()):
+                    if d.eval_id == cmd.eval_id and d.worker == cmd.worker:
+                        fut.cancel()
+                        del self._running[fut]
+                        self._killed.add(cmd.eval_id)
+                self.core.killed(cmd.worker, cmd.eval_id, cmd.attempt, cmd.reason)
+
+    def _reporter(self, cmd: Dispatch) -> Callable[..., None]:
+        def report(value: float, **info: Any) -> None:
+            if cmd.eval_id in self._killed:
+                raise EvaluationKilled(f"evaluation {cmd.eval_id} was killed")
+            self._partials.put((cmd, float(value)))
+        return report
+
+    def _drain_partials(self) -> None:
+        while not self._partials.empty():
+            cmd, value = self._partials.get()
+            self.core.partial(cmd.worker, cmd.eval_id, cmd.attempt, value)
+
+    def _deliver(self, cmd: Dispatch, fut: Future[Any]) -> None:
+        exc = fut.exception()
+        if exc is not None:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__, limit=5))
+            self.core.failed(cmd.worker, cmd.eval_id, cmd.attempt, text)
+            return
+        try:
+            value, partials = _split(fut.result())
+        except (TypeError, ValueError) as err:
+            self.core.failed(cmd.worker, cmd.eval_id, cmd.attempt, f"bad objective result: {err}")
+            return
+        for p in partials:
+            self.core.partial(cmd.worker, cmd.eval_id, cmd.attempt, p)
+        self.core.completed(cmd.worker, cmd.eval_id, cmd.attempt, value)

@@ -19,6 +19,8 @@ BUILTIN: dict[str, str] = {
     "random": "tether.strategies.sampling:make_random",
     "lhs": "tether.strategies.sampling:make_lhs",
     "fixed": "tether.strategies.sampling:make_fixed",
+    "dycors": "tether.strategies.dycors:make_dycors",
+    "local": "tether.strategies.localsearch:make_local",
 }
 
 __all__ = [

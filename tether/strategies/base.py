@@ -17,13 +17,13 @@ Randomness therefore draws from generators keyed by the number of proposals seen
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 
 from tether.errors import ConfigError
-from tether.records import Proposal, Record, RunView
+from tether.records import Kill, Proposal, Record, RunView, Terminate
 from tether.space import Space
 
 
@@ -37,6 +37,14 @@ class Strategy(ABC):
     def propose(self, view: RunView) -> Proposal | None:
         """Return the next action, or ``None`` when there is nothing to do yet."""
 
+    def interrupt(self, view: RunView) -> Kill | Terminate | None:
+        """An action that cannot wait for a free worker (e.g. an early-stopping kill).
+
+        Called whenever the controller acts (after every event), whether or not a worker
+        is free; return ``None`` when there is nothing urgent (the default).
+        """
+        return None
+
     def on_accepted(self, proposal: Proposal, record: Record | None) -> None:
         """The controller carried out ``proposal`` (``record`` is the new or target record)."""
 
@@ -45,6 +53,15 @@ class Strategy(ABC):
 
     def on_event(self, kind: str, record: Record, view: RunView) -> None:
         """``record`` (the snapshot after the event) had event ``kind`` (see records.EVENT_KINDS)."""
+
+    def warm_start(self, records: Sequence[Record]) -> None:
+        """Prior data: completed evaluations of another run, told once before the run.
+
+        The records are not part of this run (they do not count towards the budget and
+        are not in ``view.records``); a strategy may use them as a surrogate's training
+        data or as starting points. The caller must tell the same records again before
+        replaying a log on resume. The default ignores them.
+        """
 
 
 class StrategyFactory(Protocol):
