@@ -19,6 +19,8 @@ BUILTIN: dict[str, str] = {
     "random": "tether.strategies.sampling:make_random",
     "lhs": "tether.strategies.sampling:make_lhs",
     "fixed": "tether.strategies.sampling:make_fixed",
+    "async-bo": "tether.strategies.bo:make_async_bo",
+    "batch-bo": "tether.strategies.bo:make_batch_bo",
 }
 
 __all__ = [

@@ -1,0 +1,69 @@
+"""Lazy, quiet import of TensorFlow and GPflow.
+
+Only :mod:`tether.strategies.bo` calls :func:`load`, and only when a BO strategy is
+built, so ``import tether`` (and every worker) stays free of TensorFlow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+_LOADED: SimpleNamespace | None = None
+
+
+@contextlib.contextmanager
+def _silence_fd2() -> Iterator[None]:
+    """Mute the C++ banners TensorFlow prints straight to file descriptor 2 on import.
+
+    Recent TensorFlow builds log through absl before TF_CPP_MIN_LOG_LEVEL is read, so
+    the environment variable alone does not keep the controller's terminal clean.
+    Python-level exceptions still propagate (their traceback is printed after restore).
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real fd 2 (embedded interpreters): nothing to mute
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def load() -> SimpleNamespace:
+    """Import TensorFlow, TFP and GPflow once, quietly; return them as ``ns.tf`` etc."""
+    global _LOADED
+    if _LOADED is not None:
+        return _LOADED
+    # Set only here, so nothing changes for a process that never builds a BO strategy.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # small GPs: the GPU only adds latency
+    with _silence_fd2():
+        import tensorflow as tf
+        import tensorflow_probability as tfp
+
+        import gpflow
+    tf.get_logger().setLevel("ERROR")
+    _limit_threads(tf)
+    gpflow.config.set_default_float("float64")
+    _LOADED = SimpleNamespace(tf=tf, tfp=tfp, gpflow=gpflow)
+    return _LOADED
+
+
+def _limit_threads(tf: Any) -> None:
+    # Matrices here are at most a few hundred rows: thread hand-offs cost more than they
+    # save, and the controller shares its cores with the event loop.
+    with contextlib.suppress(RuntimeError):  # already initialised by the host program
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
