@@ -191,7 +191,8 @@ class BatchBO(BayesOpt):
     """Synchronous batches the size of the worker pool (``batch-bo``).
 
     A batch is chosen at once, each point penalizing the ones before it; the next batch
-    waits until every point of this one is back. The initial design is not batched.
+    waits until every point of this one is back. The initial design is handed out as
+    fast as workers free up (it does not depend on any result).
     """
 
     name = "batch-bo"
@@ -203,10 +204,12 @@ class BatchBO(BayesOpt):
     def propose(self, view: RunView) -> Proposal | None:
         if self._queue:
             return self.evaluate(self._queue.pop(0))
-        if self.in_design_phase(view):
+        if len(view.records) < self.settings.initial_points:
             return self.evaluate(self.design_point(len(view.records)))
         if view.n_in_flight:
             return None
+        if self.in_design_phase(view):  # design points failed: top up, still in step
+            return self.evaluate(self.design_point(len(view.records)))
         size = max(1, min(view.n_workers, view.remaining))
         batch: list[np.ndarray] = []
         for _ in range(size):
