@@ -122,7 +122,7 @@ def _run_trieste_subprocess(problem: str, seeds: int) -> list[dict[str, Any]]:
         print(f"(no {TRIESTE_PY}: skipping Trieste; see docs/benchmarks.md)", flush=True)
         return []
     out = ROOT / "benchmarks" / f".trieste-{problem}.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     subprocess.run([str(TRIESTE_PY), __file__, "--problem", problem, "--impl", "trieste",
                     "--seeds", str(seeds), "--json", str(out)], check=True, env=env)
     rows: list[dict[str, Any]] = json.loads(out.read_text())

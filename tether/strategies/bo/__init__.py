@@ -21,6 +21,7 @@ __all__ = ["make_async_bo", "make_batch_bo", "parse_options"]
 KERNELS = ("matern52", "rbf")
 ACQUISITIONS = ("logei", "ei")
 PENALIZERS = ("hard", "soft")
+WARPS = ("none", "copula")
 
 
 def parse_options(name: str, space: Space, options: Mapping[str, Any]) -> BOSettings:
@@ -39,10 +40,12 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any]) -> BOSett
     restarts = o.get("restarts", 2, int)
     cands = o.get("candidates", 0, int)
     exploit = o.get("exploit", 1, int)
+    warp_kind = o.get("warp", "none", str)
     o.done()
     _choice("kernel", kernel, KERNELS)
     _choice("acquisition", acq, ACQUISITIONS)
     _choice("penalizer", pen, PENALIZERS)
+    _choice("warp", warp_kind, WARPS)
     if init < 1:
         raise ConfigError(f"[strategy] initial_points must be >= 1, got {init}")
     if refit < 1:
@@ -64,7 +67,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any]) -> BOSett
         noise = float(noise_opt)
     return BOSettings(initial_points=init, seed=seed, kernel=kernel, acquisition=acq,
                       penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
-                      candidates=cands, exploit=exploit)
+                      candidates=cands, exploit=exploit, warp=warp_kind)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

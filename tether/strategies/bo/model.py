@@ -35,6 +35,7 @@ SQRT5 = math.sqrt(5.0)
 LENGTHSCALE_BOUNDS = (5e-3, 20.0)
 VARIANCE_BOUNDS = (1e-2, 1e2)
 NOISE_BOUNDS = (1e-6, 1.0)
+LENGTHSCALE_PRIOR_SD = 1.0  # log-space; tighter (0.3) was tried and explored less on Hartmann6
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class GPModel:
         # A weak prior keeps the lengthscales sensible while there are only a few points
         # (the likelihood alone then often runs them to a bound).
         kern.lengthscales.prior = tfp.distributions.LogNormal(
-            tf.constant(math.log(ls0), f64), tf.constant(1.0, f64))
+            tf.constant(math.log(ls0), f64), tf.constant(LENGTHSCALE_PRIOR_SD, f64))
         gpr = gpflow.models.GPR((self._x, self._y), kernel=kern, noise_variance=1e-2)
         gpr.likelihood.variance = gpflow.Parameter(
             1e-2 if noise is None else noise, transform=exp, dtype=f64,
@@ -197,6 +198,10 @@ class GPModel:
     @property
     def n(self) -> int:
         return int(self._x.shape[0])
+
+    def targets(self) -> np.ndarray:
+        """The standardized training values, (n,)."""
+        return np.asarray(self._y.numpy()).ravel()
 
     def standardize(self, y: np.ndarray | float) -> np.ndarray:
         return (np.asarray(y, dtype=float) - self.y_mean) / self.y_std
