@@ -46,7 +46,12 @@ PROBLEMS: dict[str, dict[str, Any]] = {
 }
 
 
+DURATIONS = "sum"  # branin: "sum" (1 + u0 + u1) or "const" (all equal, Trieste's emulation)
+
+
 def durations(problem: str, seed: int) -> Callable[[np.ndarray], float]:
+    if problem == "branin" and DURATIONS == "const":
+        return lambda u: 1.0
     if problem == "branin":
         return lambda u: 1.0 + float(np.sum(u))
     rng = np.random.default_rng(10_000 + seed)
@@ -92,7 +97,11 @@ def main() -> None:
     ap.add_argument("--strategy", default="async-bo")
     ap.add_argument("--opt", nargs="*", default=[], help="extra [strategy] options k=v")
     ap.add_argument("--json", help="write the per-run results here")
+    ap.add_argument("--durations", default="sum", choices=["sum", "const"],
+                    help="branin: 1 + u0 + u1 (default) or equal durations")
     a = ap.parse_args()
+    global DURATIONS
+    DURATIONS = a.durations
     extra: dict[str, Any] = {}
     for kv in a.opt:
         k, _, v = kv.partition("=")
@@ -124,7 +133,8 @@ def _run_trieste_subprocess(problem: str, seeds: int) -> list[dict[str, Any]]:
     out = ROOT / "benchmarks" / f".trieste-{problem}.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT), OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
     subprocess.run([str(TRIESTE_PY), __file__, "--problem", problem, "--impl", "trieste",
-                    "--seeds", str(seeds), "--json", str(out)], check=True, env=env)
+                    "--seeds", str(seeds), "--json", str(out), "--durations", DURATIONS],
+                   check=True, env=env)
     rows: list[dict[str, Any]] = json.loads(out.read_text())
     out.unlink()
     return rows
