@@ -98,7 +98,7 @@ def _plot(traces: dict[str, list[Trace]], out: str, runner: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    for (name, ts), color in zip(traces.items(), ("C0", "C1")):
+    for (name, ts), color in zip(traces.items(), ("C0", "C1"), strict=False):
         for i, t in enumerate(ts):
             label = name if i == 0 else None
             ax1.semilogy(np.arange(1, len(t.values) + 1), t.regret(), color=color, alpha=0.6,

@@ -11,13 +11,13 @@ import pytest
 
 pytest.importorskip("gpflow")
 
-from tether.controller.local import SimulatedController  # noqa: E402
-from tether.controller.settings import RunSettings  # noqa: E402
-from tether.errors import ConfigError  # noqa: E402
-from tether.records import Evaluate, Record, RunView, Status  # noqa: E402
-from tether.space import Space  # noqa: E402
-from tether.strategies import create  # noqa: E402
-from tether.strategies.bo import parse_options  # noqa: E402
+from tether.controller.local import SimulatedController
+from tether.controller.settings import RunSettings
+from tether.errors import ConfigError
+from tether.records import Evaluate, Record, RunView, Status
+from tether.space import Space
+from tether.strategies import create
+from tether.strategies.bo import parse_options
 
 pytestmark = pytest.mark.bo
 
@@ -70,7 +70,7 @@ def test_inputs_are_scaled_to_the_unit_cube_and_outputs_standardized() -> None:
     sp = Space(("a", "b"), (-5.0, 100.0), (10.0, 300.0))
     s = create("async-bo", sp, 30, {"seed": 0})
     view = _view(sp, [([-5.0, 100.0], 10.0), ([10.0, 300.0], 30.0), ([2.5, 200.0], 20.0)])
-    x, y = s.data(view)
+    x, _y = s.data(view)
     np.testing.assert_allclose(x, [[0, 0], [1, 1], [0.5, 0.5]])
     s.update_model(view)
     ys = s.model._y.numpy().ravel()
@@ -155,7 +155,7 @@ def test_busy_points_are_the_in_flight_and_failed_records_by_id() -> None:
     view.put(Record(99, (0.1, 0.9), Status.KILLED))
     busy = s.busy_points(view)
     assert sorted(map(tuple, busy)) == [(0.5, 0.5), (0.5, 0.5), (0.9, 0.1)]
-    x, y = s.data(view)
+    _x, y = s.data(view)
     assert len(y) == 8  # failed and killed records stay out of the GP
 
 

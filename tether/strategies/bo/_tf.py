@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
+
 _LOADED: SimpleNamespace | None = None
 
 
@@ -50,14 +52,13 @@ def load() -> SimpleNamespace:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")  # small GPs: the GPU only adds latency
     with _silence_fd2():
+        import gpflow
         import tensorflow as tf
         import tensorflow_probability as tfp
-
-        import gpflow
     tf.get_logger().setLevel("ERROR")
     _limit_threads(tf)
     single_thread_blas()
-    gpflow.config.set_default_float("float64")
+    gpflow.config.set_default_float(np.float64)
     _LOADED = SimpleNamespace(tf=tf, tfp=tfp, gpflow=gpflow)
     return _LOADED
 

@@ -56,7 +56,9 @@ def kernel_matrix(kind: str, a: np.ndarray, b: np.ndarray, hyp: Hyper) -> np.nda
     return hyp.variance * (1.0 + SQRT5 * r + (5.0 / 3.0) * r2) * np.exp(-SQRT5 * r)
 
 
-def kernel_grad(kind: str, a: np.ndarray, b: np.ndarray, hyp: Hyper) -> tuple[np.ndarray, np.ndarray]:
+def kernel_grad(
+    kind: str, a: np.ndarray, b: np.ndarray, hyp: Hyper
+) -> tuple[np.ndarray, np.ndarray]:
     """k(a, b) and its gradient with respect to ``a``: shapes (m, n) and (m, n, d)."""
     inv_l2 = 1.0 / hyp.lengthscales**2
     diff = a[:, None, :] - b[None, :, :]
@@ -137,7 +139,8 @@ class GPModel:
         self._y = tf.Variable(np.zeros((0, 1)), shape=tf.TensorShape([None, 1]),
                               dtype=f64, trainable=False)
         exp = tfp.bijectors.Exp()
-        kern_cls = gpflow.kernels.Matern52 if kernel == "matern52" else gpflow.kernels.SquaredExponential
+        kernels = gpflow.kernels
+        kern_cls = kernels.Matern52 if kernel == "matern52" else kernels.SquaredExponential
         kern = kern_cls()
         kern.lengthscales = gpflow.Parameter(np.full(dim, ls0), transform=exp, dtype=f64)
         kern.variance = gpflow.Parameter(1.0, transform=exp, dtype=f64)
@@ -160,7 +163,7 @@ class GPModel:
         if self.learn_noise:
             lo.append(math.log(NOISE_BOUNDS[0]))
             hi.append(math.log(NOISE_BOUNDS[1]))
-        self.bounds = list(zip(lo, hi))
+        self.bounds = list(zip(lo, hi, strict=False))
 
         @tf.function
         def loss_and_grad() -> tuple[Any, Any]:

@@ -22,7 +22,7 @@ from tether.records import Evaluate, Proposal, Record, RunView, Status
 from tether.space import Space
 from tether.strategies.base import Strategy, rng_for
 from tether.strategies.bo.acquisition import PenalizedLogEI, lipschitz, maximize
-from tether.strategies.bo.model import GPModel
+from tether.strategies.bo.model import GPModel, Posterior
 
 MIN_DATA = 2  # completed values needed before the GP takes over from the design
 # rng_for counters at or above this draw the design; below it, per-ask candidates.
@@ -66,7 +66,7 @@ class BayesOpt(Strategy):
         self._n_data = -1  # completed count the model was last updated for
         self._n_fitted = 0  # completed count at the last hyperparameter fit
         self._n_full = 0  # completed count at the last multi-start fit
-        self._post = None
+        self._post: Posterior | None = None
 
     # ---------------------------------------------------------------- pieces
     def design_point(self, k: int) -> np.ndarray:
@@ -138,8 +138,8 @@ class BayesOpt(Strategy):
         # is where EI's sharp local optima sit once the model has converged.
         top = x_data[np.argsort(y_std)[:3]]
         scale = 0.05 * np.minimum(post.hyp.lengthscales, 1.0)
-        local = np.clip(np.repeat(top, 10, 0) + rng.standard_normal((10 * len(top), self.dim)) * scale,
-                        0.0, 1.0)
+        noise = rng.standard_normal((10 * len(top), self.dim)) * scale
+        local = np.clip(np.repeat(top, 10, 0) + noise, 0.0, 1.0)
         x, _ = maximize(acq, np.vstack([sobol, top, local]), n_starts=s.n_starts)
         return x
 
