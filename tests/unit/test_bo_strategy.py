@@ -54,6 +54,15 @@ def test_importing_strategies_does_not_import_tensorflow() -> None:
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
+def test_building_a_strategy_keeps_tensorflow_quiet() -> None:
+    code = ("from tether.strategies import create; from tether.space import Space;"
+            "create('async-bo', Space.unit(2), 10, {})")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for noise in ("I0000", "W0000", "E0000", "oneDNN", "cuda"):
+        assert noise not in proc.stderr
+
+
 def test_options_are_validated() -> None:
     sp = Space.unit(2)
     s = parse_options("async-bo", sp, {"kernel": "rbf", "noise": "fit", "refit_every": 3})
