@@ -21,6 +21,8 @@ BUILTIN: dict[str, str] = {
     "fixed": "tether.strategies.sampling:make_fixed",
     "dycors": "tether.strategies.dycors:make_dycors",
     "local": "tether.strategies.localsearch:make_local",
+    "async-bo": "tether.strategies.bo:make_async_bo",
+    "batch-bo": "tether.strategies.bo:make_batch_bo",
 }
 
 __all__ = [

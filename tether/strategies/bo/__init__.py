@@ -1,0 +1,91 @@
+"""Bayesian optimization strategies on a GPflow GP: ``async-bo`` and ``batch-bo``.
+
+Importing this package does not import TensorFlow; building a strategy does (once,
+quietly). See docs/bo.md for the model, the acquisition and the options.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from tether.errors import ConfigError
+from tether.space import Space
+from tether.strategies.base import Options
+
+if TYPE_CHECKING:
+    from tether.strategies.bo.strategy import AsyncBO, BatchBO, BOSettings
+
+__all__ = ["make_async_bo", "make_batch_bo", "parse_options"]
+
+KERNELS = ("matern52", "rbf")
+ACQUISITIONS = ("logei", "ei")
+PENALIZERS = ("hard", "soft")
+WARPS = ("none", "copula")
+
+
+def parse_options(name: str, space: Space, options: Mapping[str, Any]) -> BOSettings:
+    """Validate a ``[strategy]`` table into :class:`BOSettings` (ConfigError on mistakes)."""
+    from tether.strategies.bo.strategy import BOSettings
+
+    o = Options(name, options)
+    default_init = max(3, 2 * space.dim)
+    init = o.get("initial_points", default_init, int)
+    seed = o.get("seed", 0, int)
+    kernel = o.get("kernel", "matern52", str)
+    acq = o.get("acquisition", "logei", str)
+    pen = o.get("penalizer", "hard", str)
+    noise_opt = o.get("noise", 1e-6, (float, str))
+    refit = o.get("refit_every", 1, int)
+    restarts = o.get("restarts", 2, int)
+    cands = o.get("candidates", 0, int)
+    exploit = o.get("exploit", 1, int)
+    warp_kind = o.get("warp", "none", str)
+    o.done()
+    _choice("kernel", kernel, KERNELS)
+    _choice("acquisition", acq, ACQUISITIONS)
+    _choice("penalizer", pen, PENALIZERS)
+    _choice("warp", warp_kind, WARPS)
+    if init < 1:
+        raise ConfigError(f"[strategy] initial_points must be >= 1, got {init}")
+    if refit < 1:
+        raise ConfigError(f"[strategy] refit_every must be >= 1, got {refit}")
+    if restarts < 0:
+        raise ConfigError(f"[strategy] restarts must be >= 0, got {restarts}")
+    if exploit < 0:
+        raise ConfigError(f"[strategy] exploit must be >= 0, got {exploit}")
+    if cands < 0:
+        raise ConfigError(f"[strategy] candidates must be >= 0, got {cands}")
+    noise: float | None
+    if isinstance(noise_opt, str):
+        if noise_opt != "fit":
+            raise ConfigError(f"[strategy] noise must be a number or \"fit\", got {noise_opt!r}")
+        noise = None
+    else:
+        if not 1e-9 <= noise_opt <= 1.0:
+            raise ConfigError(f"[strategy] noise must be in [1e-9, 1], got {noise_opt}")
+        noise = float(noise_opt)
+    return BOSettings(initial_points=init, seed=seed, kernel=kernel, acquisition=acq,
+                      penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
+                      candidates=cands, exploit=exploit, warp=warp_kind)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"[strategy] {key} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> AsyncBO:
+    """Factory for ``async-bo`` (imports TensorFlow and GPflow here, not before)."""
+    settings = parse_options("async-bo", space, options)
+    from tether.strategies.bo.strategy import AsyncBO
+
+    return AsyncBO(space, settings)
+
+
+def make_batch_bo(space: Space, budget: int, options: Mapping[str, Any]) -> BatchBO:
+    """Factory for ``batch-bo``."""
+    settings = parse_options("batch-bo", space, options)
+    from tether.strategies.bo.strategy import BatchBO
+
+    return BatchBO(space, settings)
