@@ -25,7 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.problems import hartmann6, scaled_branin  # noqa: E402
+from tether.problems import branin as scaled_branin  # noqa: E402
+from tether.problems import hartmann6  # noqa: E402
 from tether.records import Evaluate, Record, RunView, Status  # noqa: E402
 from tether.space import Space  # noqa: E402
 

@@ -30,9 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.problems import BRANIN_MIN, HARTMANN6_MIN, hartmann6, scaled_branin  # noqa: E402
 from tether.controller.local import SimulatedController  # noqa: E402
 from tether.controller.settings import RunSettings  # noqa: E402
+from tether.problems import BRANIN_MIN, HARTMANN6_MIN, hartmann6  # noqa: E402
+from tether.problems import branin as scaled_branin  # noqa: E402
 from tether.space import Space  # noqa: E402
 from tether.strategies.base import Strategy  # noqa: E402
 

@@ -29,12 +29,12 @@ import numpy as np
 
 from tether.controller.local import SimulatedController
 from tether.controller.settings import RunSettings
+from tether.problems import BRANIN_MIN, HARTMANN6_MIN, branin, hartmann6
 from tether.records import Proposal, RunView
 from tether.space import Space
 from tether.strategies.compose import Wrapper
 from tether.strategies.dycors import DYCORS
 from tether.strategies.sampling import RandomSampling
-from tether.testfunctions import BRANIN_MIN, HARTMANN6_MIN, branin, hartmann6
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-pysot"

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0] + "/..")
-from tether.testfunctions import BRANIN_MIN, HARTMANN6_MIN, branin, hartmann6
+from tether.problems import BRANIN_MIN, HARTMANN6_MIN, branin, hartmann6
 
 
 def run(fn, dim: int, budget: int, seed: int, mode: str, workers: int = 4) -> tuple[float, float]:

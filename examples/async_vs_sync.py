@@ -25,7 +25,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.problems import BRANIN_MIN, scaled_branin  # noqa: E402
+from tether.problems import BRANIN_MIN  # noqa: E402
+from tether.problems import branin as scaled_branin  # noqa: E402
 from tether.records import Status  # noqa: E402
 
 WORKERS, BUDGET, INITIAL = 3, 30, 3

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--workers", type=int, default=3)
     ap.add_argument("--budget", type=int, default=30)
-    ap.add_argument("--strategy", default="lhs")
+    ap.add_argument("--strategy", default="dycors")
     ap.add_argument("--log", default=None, help="default: runs/demo-TIMESTAMP.jsonl")
     a = ap.parse_args(argv)
     log = Path(a.log or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}.jsonl").resolve()

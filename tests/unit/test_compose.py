@@ -8,6 +8,7 @@ from tether.controller.local import SimulatedController
 from tether.controller.scripted import ScriptedController
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError
+from tether.problems import BRANIN_MIN, branin, sphere
 from tether.records import Evaluate, Proposal, Record, RunView, Status
 from tether.space import Space
 from tether.strategies.base import Strategy
@@ -15,7 +16,6 @@ from tether.strategies.compose import Checked, Merged, Retry
 from tether.strategies.dycors import DYCORS
 from tether.strategies.localsearch import LocalSearch, nelder_mead
 from tether.strategies.sampling import RandomSampling
-from tether.testfunctions import BRANIN_MIN, branin, sphere
 
 
 class Const(Strategy):

@@ -8,11 +8,11 @@ from tether.controller.scripted import ScriptedController
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError
 from tether.log.journal import MemoryJournal
+from tether.problems import BRANIN_MIN, branin
 from tether.records import Evaluate
 from tether.space import Space
 from tether.strategies import create
 from tether.strategies.dycors import DYCORS, symmetric_lhs
-from tether.testfunctions import BRANIN_MIN, branin
 
 
 def test_symmetric_lhs_is_latin_and_symmetric() -> None:

@@ -4,12 +4,12 @@ import numpy as np
 
 from tether.controller.local import PoolController
 from tether.controller.settings import RunSettings
+from tether.problems import branin
 from tether.records import Status
 from tether.space import Space
 from tether.strategies.dycors import DYCORS
 from tether.strategies.earlystop import MedianStopping
 from tether.strategies.sampling import RandomSampling
-from tether.testfunctions import branin
 
 
 def test_thread_pool_runs_dycors_to_the_budget() -> None:

@@ -8,13 +8,13 @@ from tether.controller.local import SimulatedController
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError
 from tether.log.journal import JournalWriter
+from tether.problems import branin
 from tether.space import Space
 from tether.strategies.compose import Merged
 from tether.strategies.dycors import DYCORS
 from tether.strategies.localsearch import LocalSearch
 from tether.strategies.sampling import RandomSampling
 from tether.strategies.warmstart import WARM_TAG, apply_warm_start, load_prior
-from tether.testfunctions import branin
 
 
 def _old_log(tmp_path: Path, space: Space, n: int = 12) -> Path:

@@ -17,6 +17,7 @@ from tether.errors import ConfigError, LogError
 from tether.log.journal import JournalWriter, read_events, repair
 from tether.space import Space
 from tether.strategies import create
+from tether.strategies.warmstart import apply_warm_start
 
 log = logging.getLogger("tether.controller")
 
@@ -35,12 +36,17 @@ class ControllerArgs:
     address_file: str | None = None
 
 
-def config_from_log(events: list[dict[str, Any]]) -> Config:
-    """The configuration a run was started with, read back from its ``run_started``."""
-    # the last start wins: a resume may have changed settings (e.g. --budget)
+def last_start(events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last ``run_started`` event: a resume may have changed settings (e.g. --budget)."""
     start = next((e for e in reversed(events) if e.get("event") == "run_started"), None)
     if start is None:
         raise ConfigError("the log has no run_started event to resume from")
+    return start
+
+
+def config_from_log(events: list[dict[str, Any]]) -> Config:
+    """The configuration a run was started with, read back from its ``run_started``."""
+    start = last_start(events)
     strat = dict(start.get("strategy") or {})
     name = strat.pop("name", "random")
     space = Space.from_json(start["space"])
@@ -110,12 +116,14 @@ def run_controller(args: ControllerArgs) -> int:
               "(raise --budget to extend it)", flush=True)
         return 0
     strategy = create(config.strategy, config.space, config.run.budget, config.strategy_options)
-    if args.warm_start:
-        from tether.log.warmstart import warm_start
-
-        warm_start(strategy, args.warm_start, config.space)
+    # prior data is not in this run's log: on --resume it comes from the same old log again
+    warm = args.warm_start or (last_start(events).get("warm_start") if events else None)
+    info = run_info(config)
+    if warm:
+        info["warm_start"] = str(Path(warm).resolve())
+        info["warm_start_records"] = apply_warm_start(strategy, warm, config.space)
     journal = JournalWriter(config.run.log, start_seq=len(events) if events else 0)
-    server = ControllerServer(config.space, strategy, config.run, journal, run_info(config))
+    server = ControllerServer(config.space, strategy, config.run, journal, info)
     try:
         where = advertised(server.endpoint)
         print(f"tether controller listening on {where}, log {config.run.log}", file=sys.stderr,
