@@ -62,3 +62,9 @@ def sphere(u: np.ndarray) -> float:
     """Squared distance to (0.3, 0.3, ...), minimum 0: a smooth, easy check."""
     x = np.asarray(u, dtype=float)
     return float(((x - 0.3) ** 2).sum())
+
+
+def branin_sum_delay(u: np.ndarray) -> float:
+    """Scaled Branin taking 0.1 + sum(u) seconds (the async-vs-sync tutorial's workload)."""
+    time.sleep(0.1 + float(np.sum(u)))
+    return branin(u)
