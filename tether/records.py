@@ -7,7 +7,7 @@ summaries) sees frozen snapshots. A record is replaced, never mutated, on each e
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -147,10 +147,3 @@ class RunView:
             if best is None or best.value is None or (rec.value is not None and rec.value < best.value):
                 self._best = rec
 
-
-def completed_data(records: Mapping[int, Record]) -> tuple[np.ndarray, np.ndarray]:
-    """Points and values of the completed records, as (n, d) and (n,) arrays."""
-    done = [r for r in records.values() if r.status is Status.COMPLETED]
-    if not done:
-        return np.zeros((0, 0)), np.zeros(0)
-    return np.array([r.x for r in done], dtype=float), np.array([r.value for r in done])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -124,6 +123,3 @@ def format_summary(s: dict[str, Any], path: str) -> str:
         lines.append("best       none completed")
     return "\n".join(lines)
 
-
-def fmt_value(v: float | None) -> str:
-    return "" if v is None or (isinstance(v, float) and math.isnan(v)) else repr(v)
