@@ -45,6 +45,7 @@ class WorkerOptions:
     backoff_min: float = 0.5
     backoff_max: float = 30.0
     hello_timeout: float = 2.0
+    address_poll: float = 0.2  # seconds between reads of a missing --address-file
 
 
 class WorkerAgent:
@@ -206,8 +207,12 @@ class WorkerAgent:
 
     def _connect(self, now: float) -> None:
         endpoint = self._endpoint()
-        if endpoint is None:  # the controller has not written its address yet
-            self._schedule_reconnect(now)
+        if endpoint is None:
+            # The controller has not written its address yet (it may be importing
+            # TensorFlow). Reading a file costs the controller nothing, so poll it at a
+            # short fixed interval instead of backing off: a worker that backed off to
+            # 8 s would join that much later than its siblings.
+            self._reconnect_at = now + self.opts.address_poll
             return
         s = self.ctx.socket(zmq.DEALER)
         s.setsockopt(zmq.LINGER, 0)
