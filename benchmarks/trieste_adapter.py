@@ -47,13 +47,13 @@ def _trieste() -> Any:
                 GPR=GaussianProcessRegression)
 
 
-def build_optimizer(x: np.ndarray, y: np.ndarray, dim: int) -> Any:
+def build_optimizer(x: np.ndarray, y: np.ndarray, dim: int, noise: float = 1e-5) -> Any:
     t = _trieste()
     gpflow, tf = t["gpflow"], t["tf"]
     space = t["trieste"].space.Box([0.0] * dim, [1.0] * dim)
     data = t["Dataset"](tf.constant(x, tf.float64), tf.constant(y.reshape(-1, 1), tf.float64))
     kernel = gpflow.kernels.SquaredExponential(lengthscales=[0.2] * dim)
-    gpr = gpflow.models.GPR(data.astuple(), kernel, noise_variance=1e-5)
+    gpr = gpflow.models.GPR(data.astuple(), kernel, noise_variance=noise)
     gpflow.set_trainable(gpr.likelihood, False)
     model = t["GPR"](gpr)
     rule = t["AG"](builder=t["LP"](space))
@@ -65,8 +65,10 @@ class TriesteAsyncLP(Strategy):
 
     name = "trieste-async-lp"
 
-    def __init__(self, space: Space, initial_points: int = 3, seed: int = 0) -> None:
+    def __init__(self, space: Space, initial_points: int = 3, seed: int = 0,
+                 noise: float = 1e-5) -> None:
         self.space = space
+        self.noise = noise
         self.initial = initial_points
         self.rng = np.random.default_rng(seed)
         self.design = self.rng.random((initial_points, space.dim))
@@ -85,7 +87,7 @@ class TriesteAsyncLP(Strategy):
                 return None  # the seed setup: the initial points come back first
             x = self.space.to_unit(np.array([r.x for r in done]))
             y = np.array([r.value for r in done], dtype=float)
-            self.opt, self.t = build_optimizer(x, y, self.space.dim)
+            self.opt, self.t = build_optimizer(x, y, self.space.dim, self.noise)
         t0 = time.perf_counter()
         q = self.opt.ask().numpy()[0]
         self.ask_times.append(time.perf_counter() - t0)

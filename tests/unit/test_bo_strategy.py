@@ -70,9 +70,15 @@ def test_options_are_validated() -> None:
     assert parse_options("async-bo", sp, {}).initial_points == 4
     for bad in ({"kernal": "rbf"}, {"kernel": "linear"}, {"noise": "lots"},
                 {"noise": -1.0}, {"initial_points": 0}, {"refit_every": 0},
-                {"acquisition": "pi"}, {"seed": "x"}, {"penalizer": "both"}):
+                {"acquisition": "pi"}, {"seed": "x"}, {"penalizer": "both"},
+                {"ask_ahead": -1}):
         with pytest.raises(ConfigError):
             parse_options("async-bo", sp, bad)
+    assert parse_options("async-bo", sp, {"ask_ahead": 1}).ask_ahead == 1
+    with pytest.raises(ConfigError, match="ask_ahead"):  # a batch never asks ahead
+        parse_options("batch-bo", sp, {"ask_ahead": 1})
+    assert create("async-bo", sp, 30, {"ask_ahead": 1}).ask_ahead == 1
+    assert create("async-bo", sp, 30, {}).ask_ahead == 0
 
 
 def test_inputs_are_scaled_to_the_unit_cube_and_outputs_standardized() -> None:
@@ -207,6 +213,21 @@ def test_async_bo_reaches_the_branin_minimum(seed: int) -> None:
     res = SimulatedController(sp, s, branin, workers=3, settings=RunSettings(budget=30),
                               duration=lambda x: 1.0 + x.sum()).run()
     assert res.reason == "budget" and len(res.completed) == 30
+    assert res.best is not None and res.best.value is not None
+    assert res.best.value - BRANIN_MIN < 2e-3
+
+
+def test_async_bo_asking_ahead_still_optimizes() -> None:
+    # every point after the first wave is chosen before its worker frees up, with one
+    # more evaluation pending than workers; it must still beat random search clearly
+    sp = Space.unit(2)
+    s = create("async-bo", sp, 30, {"seed": 0, "initial_points": 3, "ask_ahead": 1})
+    res = SimulatedController(sp, s, branin, workers=3, settings=RunSettings(budget=30),
+                              duration=lambda x: 1.0 + x.sum()).run()
+    assert res.reason == "budget" and len(res.completed) == 30
+    props = {e["eval_id"]: e["t"] for e in res.events if e["event"] == "proposed"}
+    early = [e for e in res.events if e["event"] == "started" and props[e["eval_id"]] < e["t"]]
+    assert len(early) >= 20
     assert res.best is not None and res.best.value is not None
     assert res.best.value - BRANIN_MIN < 2e-3
 

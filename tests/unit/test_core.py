@@ -1061,3 +1061,69 @@ def test_simulated_controller_enforces_eval_timeout() -> None:
     assert res.reason == "budget"
     too_long = [r.eval_id for r in res.completed if r.t_finished - r.t_started > 100.0]
     assert too_long == []
+
+
+# ---------------------------------------------------------------------- ask ahead
+def test_prepare_does_nothing_unless_the_strategy_asks_ahead() -> None:
+    strat = Scripted()
+    core, _, _ = started(10, strategy=strat)
+    core.join("w0")
+    dispatches(core)
+    calls = strat.calls
+    assert core.prepare() is False
+    assert strat.calls == calls and not core.queue
+
+
+def test_prepare_queues_one_point_while_all_workers_are_busy() -> None:
+    strat = Scripted()
+    strat.ask_ahead = 1
+    core, j, _ = started(10, strategy=strat)
+    assert core.prepare() is False  # no workers: nothing to prepare for
+    core.join("w0")
+    core.join("w1")
+    d = dispatches(core)
+    assert len(d) == 2
+    assert core.prepare() is True
+    assert list(core.queue) == [2] and core.view.records[2].status is Status.PENDING
+    assert core.prepare() is False  # one is enough
+    assert 2 in {r.eval_id for r in core.view.pending()}  # the next ask penalizes it
+    calls = strat.calls
+    core.completed("w0", 0, 0, 1.0)
+    # the freed worker gets the prepared point without a new ask
+    assert [(c.worker, c.eval_id) for c in dispatches(core)] == [("w0", 2)]
+    assert strat.calls == calls
+    assert of(j, "started", 2)[0]["worker"] == "w0"
+
+
+def test_prepare_respects_the_budget_and_a_finished_run() -> None:
+    strat = Scripted()
+    strat.ask_ahead = 3
+    core, j, _ = started(3, strategy=strat)
+    core.join("w0")
+    core.join("w1")
+    dispatches(core)
+    assert core.prepare() is True
+    assert core.prepare() is False  # 2 running + 1 queued cover the budget of 3
+    for eval_id, w in ((0, "w0"), (1, "w1")):
+        core.completed(w, eval_id, 0, 1.0)
+    core.completed("w0", 2, 0, 1.0)
+    assert core.finished == "budget"
+    assert core.prepare() is False
+    assert len(of(j, "proposed")) == 3
+    check_log(j.events)
+
+
+def test_simulated_controller_with_ask_ahead_keeps_the_contract() -> None:
+    from tether.controller.local import SimulatedController
+
+    strat = RandomSampling(SPACE, seed=3)
+    strat.ask_ahead = 2
+    res = SimulatedController(SPACE, strat, objective, workers=3,
+                              settings=RunSettings(budget=40),
+                              duration=lambda x: 1.0 + float(x[0])).run()
+    assert res.reason == "budget" and len(res.completed) == 40
+    starts = [e for e in res.events if e["event"] == "started"]
+    props = {e["eval_id"]: e["t"] for e in res.events if e["event"] == "proposed"}
+    # after the first wave every point was ready before its worker freed up
+    assert sum(props[e["eval_id"]] < e["t"] for e in starts) >= 30
+    check_log(res.events)

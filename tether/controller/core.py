@@ -330,6 +330,27 @@ class ControllerCore:
             if self._rejected:  # asking again at once could spin on the same bad point
                 return
 
+    def prepare(self) -> bool:
+        """Ask ahead: while every worker is busy, queue up to ``strategy.ask_ahead`` proposals.
+
+        The transport calls this when it has nothing else to do (no message waiting),
+        so the ask overlaps the running evaluations and the next free worker gets its
+        point without waiting for the model. Returns whether anything was queued.
+        """
+        want = self.strategy.ask_ahead
+        if (want <= 0 or self.finished is not None or len(self.queue) >= want
+                or not self.workers or self.view.remaining <= 0
+                or self._free_worker() is not None):  # a free worker is pump()'s business
+            return False
+        self.view.now = self.clock()
+        proposal = self.strategy.propose(self.view)
+        if proposal is None:
+            return False
+        self._rejected = False
+        self._apply(proposal)
+        self.pump()  # a Kill may have freed a worker
+        return not self._rejected
+
     def _interrupts(self) -> None:
         """Kills and terminations a strategy wants now, even with every worker busy."""
         for _ in range(1000):  # bounded: a strategy cannot hold the loop forever

@@ -119,6 +119,8 @@ class SimulatedController:
             self._apply_commands()
             if core.finished is not None:
                 break
+            if core.prepare():  # as the daemon does when idle: the ask overlaps evaluations
+                continue
             if not self._heap:
                 core.tick()
                 if not self._heap and not core.commands and core.finished is None:

@@ -108,6 +108,9 @@ class ControllerServer:
                     self._tick(now)
                     next_tick = now + tick_every
                 self._flush_and_send()
+                # idle (nothing waiting): ask ahead so the next free worker need not wait
+                if not poller.poll(0) and self.core.prepare():
+                    self._flush_and_send()
             self._flush_and_send()
             self._say_goodbye()
             self._linger(poller, min(1.0, self.settings.heartbeat))

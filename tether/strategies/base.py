@@ -32,6 +32,10 @@ class Strategy(ABC):
 
     #: config name, written into the log's ``run_started`` event
     name: str = "strategy"
+    #: proposals the controller may ask for and hold while every worker is busy, so a
+    #: worker that frees up is handed its next point at once instead of waiting for the
+    #: ask (which then overlaps the running evaluations). 0: ask only for a free worker.
+    ask_ahead: int = 0
 
     @abstractmethod
     def propose(self, view: RunView) -> Proposal | None:

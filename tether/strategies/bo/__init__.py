@@ -41,6 +41,8 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any]) -> BOSett
     cands = o.get("candidates", 0, int)
     exploit = o.get("exploit", 1, int)
     warp_kind = o.get("warp", "none", str)
+    # batch-bo never asks while its batch runs, so asking ahead is async-bo's option only
+    ahead = o.get("ask_ahead", 0, int) if name == "async-bo" else 0
     o.done()
     _choice("kernel", kernel, KERNELS)
     _choice("acquisition", acq, ACQUISITIONS)
@@ -54,6 +56,8 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any]) -> BOSett
         raise ConfigError(f"[strategy] restarts must be >= 0, got {restarts}")
     if exploit < 0:
         raise ConfigError(f"[strategy] exploit must be >= 0, got {exploit}")
+    if ahead < 0:
+        raise ConfigError(f"[strategy] ask_ahead must be >= 0, got {ahead}")
     if cands < 0:
         raise ConfigError(f"[strategy] candidates must be >= 0, got {cands}")
     noise: float | None
@@ -67,7 +71,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any]) -> BOSett
         noise = float(noise_opt)
     return BOSettings(initial_points=init, seed=seed, kernel=kernel, acquisition=acq,
                       penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
-                      candidates=cands, exploit=exploit, warp=warp_kind)
+                      candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -45,6 +45,7 @@ class BOSettings:
     n_starts: int = 6  # candidates polished by L-BFGS-B
     warp: str = "none"  # none | copula: GP on normal scores of the ranks
     exploit: int = 1  # the last asks of the budget minimize the posterior mean instead
+    ask_ahead: int = 0  # async-bo: points prepared while every worker is busy
 
 
 class BayesOpt(Strategy):
@@ -177,6 +178,10 @@ class AsyncBO(BayesOpt):
     """One point per ask, penalizing every evaluation still in flight (``async-bo``)."""
 
     name = "async-bo"
+
+    def __init__(self, space: Space, settings: BOSettings) -> None:
+        super().__init__(space, settings)
+        self.ask_ahead = settings.ask_ahead
 
     def propose(self, view: RunView) -> Proposal | None:
         if self.in_design_phase(view):
