@@ -13,6 +13,17 @@ KNOWN = {"run_started", "proposed", "started", "partial", "completed", "failed",
 NEEDS_EVAL = TERMINAL | {"proposed", "started", "partial", "lost", "requeued"}
 
 
+def write_log(path: Path, events: list[dict[str, Any]]) -> Path:
+    """Write a simulated run's events as a journal file (fresh ``t``/``seq`` stamps)."""
+    from tether.log.journal import JournalWriter
+
+    w = JournalWriter(path)
+    for e in events:
+        w.append(e["event"], e["t"], **{k: v for k, v in e.items() if k not in ("event", "t", "seq")})
+    w.close()
+    return path
+
+
 def load(path: str | Path) -> list[dict[str, Any]]:
     lines = Path(path).read_text(encoding="utf-8").split("\n")
     return [json.loads(ln) for ln in lines if ln.strip()]

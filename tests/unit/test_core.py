@@ -346,7 +346,8 @@ def test_duplicate_result_same_attempt_counted_once() -> None:
     assert not of(j, "failed", d.eval_id) and not of(j, "killed", d.eval_id)
 
 
-def test_duplicate_result_other_attempt_dropped() -> None:
+def _redispatched() -> tuple[ControllerCore, MemoryJournal, int]:
+    """w0 is lost holding eval ``eid``; attempt 1 of it is dispatched to w1."""
     core, j, _ = started(5)
     core.join("w0")
     core.join("w1")
@@ -356,6 +357,11 @@ def test_duplicate_result_other_attempt_dropped() -> None:
     core.completed("w1", d0["w1"].eval_id, 0, 3.0)
     (redo,) = dispatches(core)
     assert (redo.worker, redo.eval_id, redo.attempt) == ("w1", eid, 1)
+    return core, j, eid
+
+
+def test_duplicate_result_other_attempt_dropped() -> None:
+    core, j, eid = _redispatched()
     # the lost worker's late result wins; the holder of attempt 1 is told to stop
     assert core.completed("w0", eid, 0, 2.0) is True
     assert SendKill("w1", eid, 1, "result arrived") in core.take_commands()
@@ -367,15 +373,7 @@ def test_duplicate_result_other_attempt_dropped() -> None:
 
 def _two_attempts_running() -> tuple[ControllerCore, MemoryJournal, int]:
     """eval ``eid`` runs twice: attempt 1 on w1 (re-dispatch), attempt 0 on w0 (adopted)."""
-    core, j, _ = started(5)
-    core.join("w0")
-    core.join("w1")
-    d0 = {c.worker: c for c in dispatches(core)}
-    eid = d0["w0"].eval_id
-    core.lost("w0")
-    core.completed("w1", d0["w1"].eval_id, 0, 3.0)
-    (redo,) = dispatches(core)
-    assert (redo.worker, redo.eval_id, redo.attempt) == ("w1", eid, 1)
+    core, j, eid = _redispatched()
     # w0 comes back still running attempt 0: both attempts now run
     core.join("w0", running=[(eid, 0)])
     assert core.take_commands() == []

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.contract import write_log
 from tether.controller.local import SimulatedController
 from tether.controller.settings import RunSettings
 from tether.errors import LogError
@@ -240,13 +241,7 @@ def sim_log(tmp_path: Path, budget: int = 20) -> tuple[Path, Any]:
                               settings=RunSettings(budget=budget),
                               duration=lambda x: 1.0 + float(x[1]))
     res = sim.run()
-    p = tmp_path / "sim.jsonl"
-    w = JournalWriter(p)
-    for e in res.events:
-        fields = {k: v for k, v in e.items() if k not in ("event", "t", "seq")}
-        w.append(e["event"], e["t"], **fields)
-    w.close()
-    return p, res
+    return write_log(tmp_path / "sim.jsonl", res.events), res
 
 
 def test_tabulate_and_summary_on_a_simulated_run(tmp_path: Path) -> None:

@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.contract import write_log
 from tether.controller.local import SimulatedController
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError
-from tether.log.journal import JournalWriter
 from tether.problems import branin
 from tether.space import Space
 from tether.strategies.compose import Merged
@@ -20,13 +20,7 @@ from tether.strategies.warmstart import WARM_TAG, apply_warm_start, load_prior
 def _old_log(tmp_path: Path, space: Space, n: int = 12) -> Path:
     res = SimulatedController(space, RandomSampling(space, seed=3), branin, workers=2,
                               settings=RunSettings(budget=n)).run()
-    path = tmp_path / "old.jsonl"
-    w = JournalWriter(path)
-    for ev in res.events:
-        fields = {k: v for k, v in ev.items() if k not in ("event", "t", "seq")}
-        w.append(ev["event"], ev["t"], **fields)
-    w.close()
-    return path
+    return write_log(tmp_path / "old.jsonl", res.events)
 
 
 def test_prior_records_are_the_completed_evaluations(tmp_path: Path) -> None:
