@@ -11,9 +11,11 @@ import pytest
 
 pytest.importorskip("gpflow")
 
+from tether.controller.core import ControllerCore
 from tether.controller.local import SimulatedController
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError
+from tether.log.journal import MemoryJournal
 from tether.records import Evaluate, Record, RunView, Status
 from tether.space import Space
 from tether.strategies import create
@@ -248,6 +250,36 @@ def test_async_bo_survives_failures_and_avoids_failed_points() -> None:
     assert failed
     xs = [r.x for r in res.records.values()]
     assert len(set(xs)) == len(xs)  # nothing proposed twice, failed points included
+
+
+def test_batch_bo_resumed_mid_batch_completes_that_batch() -> None:
+    sp = Space.unit(2)
+    opts = {"seed": 0, "initial_points": 3}
+    settings = RunSettings(budget=12)
+    events = SimulatedController(sp, create("batch-bo", sp, 12, opts), branin, workers=3,
+                                 settings=settings, duration=lambda x: 1.0 + x.sum()).run().events
+    # the controller dies after starting two of the three points of batch 2
+    second = next(e["eval_id"] for e in events
+                  if e["event"] == "proposed" and e.get("tag") == "batch-bo:2:2/3")
+    cut = 1 + next(i for i, e in enumerate(events)
+                   if e["event"] == "started" and e["eval_id"] == second)
+    prefix = [dict(e) for e in events[:cut]]
+    journal = MemoryJournal()
+    journal.events = [dict(e) for e in prefix]
+    t = prefix[-1]["t"]
+    core = ControllerCore(sp, create("batch-bo", sp, 12, opts), settings, journal,
+                          lambda: t, {"strategy": {"name": "batch-bo"}, "space": sp.to_json()})
+    core.resume(prefix, grace=60.0)
+    in_flight = {r.eval_id for r in core.view.pending()}
+    assert len(in_flight) == 2
+    # a fresh worker gets the batch's third point at once, not after the other two are back
+    core.join("r0")
+    new = [e for e in journal.events[cut:] if e["event"] == "proposed"]
+    assert [e["tag"] for e in new] == ["batch-bo:2:3/3"]
+    assert {r.eval_id for r in core.view.pending()} >= in_flight
+    # and a second fresh worker waits: the batch is complete
+    core.join("r1")
+    assert len([e for e in journal.events[cut:] if e["event"] == "proposed"]) == 1
 
 
 def test_batch_bo_is_synchronous_and_batches_fill_the_pool() -> None:

@@ -11,6 +11,7 @@ evaluation id through ``view.pending()``, never by comparing coordinates.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -196,18 +197,23 @@ class BatchBO(BayesOpt):
 
     A batch is chosen at once, each point penalizing the ones before it; the next batch
     waits until every point of this one is back. The initial design is handed out as
-    fast as workers free up (it does not depend on any result).
+    fast as workers free up (it does not depend on any result). Batch points are tagged
+    ``batch-bo:<batch>:<i>/<size>``, so a resumed run finds a batch that was only partly
+    handed out before the crash and completes it instead of starting a smaller one.
     """
 
     name = "batch-bo"
 
     def __init__(self, space: Space, settings: BOSettings) -> None:
         super().__init__(space, settings)
-        self._queue: list[np.ndarray] = []
+        self._queue: list[Evaluate] = []
+        self._batches = -1  # batches chosen so far; -1: not yet read from the view
 
     def propose(self, view: RunView) -> Proposal | None:
+        if self._batches < 0:  # first ask of this object: maybe a resume mid-batch
+            self._batches, self._queue = self._rest_of_last_batch(view)
         if self._queue:
-            return self.evaluate(self._queue.pop(0))
+            return self._queue.pop(0)
         if len(view.records) < self.settings.initial_points:
             return self.evaluate(self.design_point(len(view.records)))
         if view.n_in_flight:
@@ -215,11 +221,37 @@ class BatchBO(BayesOpt):
         if self.in_design_phase(view):  # design points failed: top up, still in step
             return self.evaluate(self.design_point(len(view.records)))
         size = max(1, min(view.n_workers, view.remaining))
-        batch: list[np.ndarray] = []
-        for _ in range(size):
-            batch.append(self.next_point(view, extra=batch))
-        self._queue = batch[1:]
-        return self.evaluate(batch[0])
+        self._batches += 1
+        self._queue = self._choose(view, self._batches, 0, size)
+        return self._queue.pop(0)
+
+    def _choose(self, view: RunView, k: int, n_out: int, size: int) -> list[Evaluate]:
+        """Points ``n_out + 1 .. size`` of batch ``k`` (the first ``n_out`` are in the view)."""
+        chosen: list[np.ndarray] = []
+        for _ in range(size - n_out):
+            chosen.append(self.next_point(view, extra=chosen))
+        return [Evaluate.at(self.space.from_unit(u), tag=f"{self.name}:{k}:{n_out + i + 1}/{size}")
+                for i, u in enumerate(chosen)]
+
+    def _rest_of_last_batch(self, view: RunView) -> tuple[int, list[Evaluate]]:
+        """The batch count and the points of the last batch not yet handed out."""
+        last, size, issued = 0, 0, 0
+        for rec in view.records.values():
+            m = _BATCH_TAG.match(rec.tag)
+            if m is None:
+                continue
+            k = int(m.group(1))
+            if k > last:
+                last, size, issued = k, int(m.group(3)), 0
+            issued += k == last
+        need = min(size - issued, view.remaining)
+        if need <= 0 or self.in_design_phase(view):
+            return last, []
+        # its issued points are in the view already (busy, or data if they are back)
+        return last, self._choose(view, last, size - need, size)
+
+
+_BATCH_TAG = re.compile(r"^batch-bo:(\d+):(\d+)/(\d+)$")
 
 
 def warp(y: np.ndarray, kind: str) -> np.ndarray:
