@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+from tether.records import Proposal, RunView
+from tether.space import Space
+from tether.strategies.base import Strategy
+from tether.strategies.sampling import RandomSampling
 
 
 def quadratic(x: np.ndarray) -> float:
@@ -48,3 +54,19 @@ def hangs_left(x: np.ndarray) -> float:
     while x[0] < 0.3:
         time.sleep(0.05)
     return float(x[0])
+
+
+def slow_asks(space: Space, budget: int, options: Mapping[str, Any]) -> Strategy:
+    """Random sampling whose every ask after the first two blocks the controller's loop
+    for ``ask_seconds`` (a stand-in for a model fit on many observations)."""
+    seconds = float(options.get("ask_seconds", 1.5))
+
+    class SlowAsks(RandomSampling):
+        name = "slow-asks"
+
+        def propose(self, view: RunView) -> Proposal | None:
+            if len(view.records) >= 2:
+                time.sleep(seconds)
+            return super().propose(view)
+
+    return SlowAsks(space, seed=0)

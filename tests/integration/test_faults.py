@@ -219,3 +219,17 @@ def test_worker_starting_inside_its_drain_window_takes_no_work(cluster: Cluster)
     cluster.start_worker(python="tests.integration.objectives:quadratic", name="normal")
     assert cluster.wait_controller(timeout=40) == 0
     check_log(cluster.log, completed=5)
+
+
+@pytest.mark.timeout(120)
+def test_asks_longer_than_the_liveness_window_lose_nothing(cluster: Cluster) -> None:
+    # heartbeat 0.2 s x liveness 3: each 1.5 s ask silences the controller for 2.5 windows
+    cluster.start_controller(config=cluster.config(
+        budget=8, strategy="tests.integration.objectives:slow_asks", run=FAST))
+    for _ in range(2):
+        cluster.start_worker(python="tests.integration.objectives:quadratic")
+    assert cluster.wait_controller(timeout=90) == 0
+    # workers may take the silence for a lost controller and reconnect; nothing may be
+    # lost or counted twice for it (check_log: one terminal event per evaluation)
+    counts = check_log(cluster.log, completed=8)
+    assert counts["failed"] == 0 and counts["killed"] == 0

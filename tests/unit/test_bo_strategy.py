@@ -20,6 +20,7 @@ from tether.records import Evaluate, Record, RunView, Status
 from tether.space import Space
 from tether.strategies import create
 from tether.strategies.bo import parse_options
+from tether.strategies.bo.model import fit_subset
 
 pytestmark = pytest.mark.bo
 
@@ -122,6 +123,49 @@ def test_fit_improves_the_likelihood_and_stays_in_bounds() -> None:
     lo, hi = np.array(s.model.bounds).T
     theta = s.model.get_theta()
     assert np.all(theta >= lo - 1e-12) and np.all(theta <= hi + 1e-12)
+
+
+def test_fit_on_many_points_uses_a_subset_and_keeps_all_data() -> None:
+    sp = Space.unit(2)
+    s = create("async-bo", sp, 100, {"seed": 0})
+    rng = np.random.default_rng(3)
+    x = rng.random((40, 2))
+    y = np.array([branin(p) for p in x])
+    s.model.set_data(x, y)
+    seen: list[int] = []
+    loss = s.model.loss
+    s.model.loss = lambda theta: (seen.append(s.model.n), loss(theta))[1]  # type: ignore[method-assign]
+    before = loss(s.model.get_theta())[0]
+    s.model.fit(restarts=1, max_points=16)
+    assert set(seen) == {16}  # every likelihood evaluation saw the subset
+    assert s.model.n == 40 and loss(s.model.get_theta())[0] < before
+    np.testing.assert_allclose(s.model.posterior().predict(x)[0], s.model.standardize(y),
+                               atol=1e-3)  # the posterior interpolates all 40 points
+
+
+def test_fit_subset_keeps_the_best_quarter() -> None:
+    y = np.random.default_rng(0).random(100)
+    keep = fit_subset(y, 40, np.random.default_rng(1))
+    assert len(keep) == len(set(keep)) == 40 and list(keep) == sorted(keep)
+    assert set(np.argsort(y)[:10]) <= set(keep)
+
+
+def test_fit_stops_at_its_deadline() -> None:
+    sp = Space.unit(2)
+    s = create("async-bo", sp, 100, {"seed": 0})
+    rng = np.random.default_rng(4)
+    x = rng.random((20, 2))
+    s.model.set_data(x, np.array([branin(p) for p in x]))
+    calls = [0]
+    loss = s.model.loss
+    s.model.loss = lambda theta: (calls.__setitem__(0, calls[0] + 1), loss(theta))[1]  # type: ignore[method-assign]
+    s.model.fit(restarts=3, seconds=0.0)
+    stopped = calls[0]
+    calls[0] = 0
+    s.model.fit(restarts=3)
+    # out of time after the first iteration of the first start: no further start runs
+    # (here 5 likelihood evaluations against 90 for the full fit)
+    assert stopped <= 10 < calls[0]
 
 
 def test_refit_policy() -> None:

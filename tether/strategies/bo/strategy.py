@@ -133,7 +133,9 @@ class BayesOpt(Strategy):
         sobol = qmc.Sobol(self.dim, scramble=True, seed=rng).random_base2(self._cand_m)
         x_data, y_std = post.x, self.model.targets()
         best = float(y_std.min())
-        lip = lipschitz(post, np.vstack([sobol[:200], x_data]))
+        # the gradient at every data point costs O(n^2 d) memory: a sample past 256
+        some = x_data if len(x_data) <= 256 else x_data[rng.choice(len(x_data), 256, False)]
+        lip = lipschitz(post, np.vstack([sobol[:200], some]))
         acq = PenalizedLogEI(post, best, busy, lip, penalizer=s.penalizer,
                              stable=s.acquisition == "logei")
         # Around the best observed points, at a scale set by the fitted lengthscales,
