@@ -6,6 +6,7 @@ import pytest
 
 from tether.protocol import messages as m
 from tether.protocol.session import (
+    BUSY_WINDOWS,
     Exit,
     PeerTable,
     Reconnect,
@@ -193,6 +194,24 @@ def test_reconnect_after_liveness_window_of_silence() -> None:
     assert s.state == WorkerSession.READY
     assert s.tick(3.01) == [Reconnect("controller silent")]
     assert s.state == WorkerSession.CONNECTING
+
+
+def test_a_linked_silent_controller_is_busy_not_gone() -> None:
+    s = ready(0.0)  # window 3 s; the connection itself is up (ZMTP heartbeats answered)
+    for t in (1.0, 2.0, 3.0, 4.0, 5.0):
+        assert s.tick(t, linked=True) == [m.Heartbeat()]
+    # past the window the link state is looked at every heartbeat, not in a busy loop
+    assert s.next_deadline(5.0) == 1.0
+    assert s.tick(5.5, linked=False) == [Reconnect("controller silent")]
+
+
+def test_a_linked_controller_silent_for_too_long_is_given_up() -> None:
+    s = ready(0.0)
+    window = 3.0
+    assert s.tick(BUSY_WINDOWS * window - 0.5, linked=True) == [m.Heartbeat()]
+    assert s.state == WorkerSession.READY
+    assert s.tick(BUSY_WINDOWS * window + 0.01, linked=True) == [
+        Reconnect("controller busy too long")]
 
 
 def test_traffic_keeps_the_link_alive() -> None:

@@ -49,6 +49,9 @@ Action = StartEval | StopEval | Reconnect | Exit
 Effect = m.Message | Action
 
 
+BUSY_WINDOWS = 10  # liveness windows a worker waits on a silent controller it is linked to
+
+
 class WorkerSession:
     """The worker's view of its link to the controller."""
 
@@ -122,15 +125,22 @@ class WorkerSession:
             return []
         return self._sent([msg], now)
 
-    def tick(self, now: float) -> list[Effect]:
-        """Heartbeat when quiet; reconnect when the controller has been silent too long."""
+    def tick(self, now: float, linked: bool = False) -> list[Effect]:
+        """Heartbeat when quiet; reconnect when the controller has been silent too long.
+
+        ``linked`` says the connection itself is up (libzmq's own heartbeats are being
+        answered). A controller that is silent but linked is alive and busy (an ask can
+        outlast the window); reconnecting would only re-route what it sends meanwhile,
+        so a linked worker waits ``BUSY_WINDOWS`` windows before it gives up on it.
+        """
         if self.state == self.CONNECTING:
             if now - self.last_tx >= self.hello_timeout:
                 return [Reconnect("no welcome")]
             return []
-        if now - self.last_rx > self.heartbeat * self.liveness:
+        silent, window = now - self.last_rx, self.heartbeat * self.liveness
+        if silent > window and (not linked or silent > BUSY_WINDOWS * window):
             self.state = self.CONNECTING
-            return [Reconnect("controller silent")]
+            return [Reconnect("controller busy too long" if linked else "controller silent")]
         if now - self.last_tx >= self.heartbeat:
             return self._sent([m.Heartbeat()], now)
         return []
@@ -139,7 +149,10 @@ class WorkerSession:
         """Seconds until :meth:`tick` may have something to do."""
         if self.state == self.CONNECTING:
             return max(0.0, self.last_tx + self.hello_timeout - now)
-        due = min(self.last_tx + self.heartbeat, self.last_rx + self.heartbeat * self.liveness)
+        due = self.last_tx + self.heartbeat
+        silent_at = self.last_rx + self.heartbeat * self.liveness
+        if silent_at > now:  # past it, the link state is checked at every heartbeat
+            due = min(due, silent_at)
         return max(0.0, due - now)
 
     def _sent(self, msgs: list[m.Message], now: float) -> list[Effect]:

@@ -115,7 +115,9 @@ class WorkerAgent:
         self._poll_runs(now)
         self._release_held(now)
         if self.sock is not None:
-            self._do(self.session.tick(now), now)
+            # with IMMEDIATE, POLLOUT means a live connection (ZMTP heartbeats answered)
+            linked = bool(self.sock.poll(0, zmq.POLLOUT))
+            self._do(self.session.tick(now, linked), now)
         self._check_walltime(now)
 
     def _read_socket(self, now: float) -> None:
