@@ -145,6 +145,11 @@ class WorkerSession:
             return self._sent([m.Heartbeat()], now)
         return []
 
+    def silent(self, now: float) -> bool:
+        """Whether the controller has been silent past the window (the agent then checks
+        its connection, which costs a system call it need not make on every turn)."""
+        return now - self.last_rx > self.heartbeat * self.liveness
+
     def next_deadline(self, now: float) -> float:
         """Seconds until :meth:`tick` may have something to do."""
         if self.state == self.CONNECTING:

@@ -116,7 +116,7 @@ class WorkerAgent:
         self._release_held(now)
         if self.sock is not None:
             # with IMMEDIATE, POLLOUT means a live connection (ZMTP heartbeats answered)
-            linked = bool(self.sock.poll(0, zmq.POLLOUT))
+            linked = self.session.silent(now) and bool(self.sock.poll(0, zmq.POLLOUT))
             self._do(self.session.tick(now, linked), now)
         self._check_walltime(now)
 
