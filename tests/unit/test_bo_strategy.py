@@ -250,6 +250,45 @@ def test_fresh_strategy_proposes_from_a_replayed_view() -> None:
     assert isinstance(p, Evaluate) and sp.contains(p.x)
 
 
+def _prior(space: Space, n: int, seed: int) -> list[Record]:
+    rng = np.random.default_rng(seed)
+    return [Record(1000 + i, tuple(x), Status.COMPLETED, value=branin(x), tag="warm-start")
+            for i, x in enumerate(rng.random((n, space.dim)))]
+
+
+def test_warm_start_data_enter_the_model_and_replace_design_points() -> None:
+    sp = Space.unit(2)
+    s = create("async-bo", sp, 30, {"seed": 0, "initial_points": 3})
+    fresh = create("async-bo", sp, 30, {"seed": 0, "initial_points": 3})
+    s.warm_start(_prior(sp, 2, seed=1))
+    view = RunView(sp, budget=30, n_workers=3)
+    first = s.propose(view)  # one design point is left
+    assert isinstance(first, Evaluate)
+    assert first.x == fresh.propose(RunView(sp, budget=30, n_workers=3)).x  # type: ignore[union-attr]
+    view.put(Record(0, first.x, Status.RUNNING))
+    second = s.propose(view)  # the design is done and there are 2 prior values: the model
+    assert isinstance(second, Evaluate) and s.model.n == 2
+    assert not np.allclose(second.x, s.space.from_unit(s.design_point(1)))
+
+
+def test_warm_start_helps_and_skips_bad_records() -> None:
+    # 25 prior random points and 5 new evaluations beat 5 new evaluations alone by far
+    sp = Space.unit(2)
+    prior = _prior(sp, 25, seed=2)
+    junk = [Record(2000, (2.0, 0.5), Status.COMPLETED, value=-99.0),  # outside the box
+            Record(2001, (0.5, 0.5), Status.COMPLETED, value=math.nan)]
+    best = {}
+    for warm in (False, True):
+        s = create("async-bo", sp, 5, {"seed": 0, "initial_points": 3})
+        if warm:
+            s.warm_start(prior + junk)
+            assert len(s.data(RunView(sp, budget=5))[1]) == 25
+        res = SimulatedController(sp, s, branin, workers=1, settings=RunSettings(budget=5)).run()
+        assert res.best is not None and res.best.value is not None
+        best[warm] = res.best.value - BRANIN_MIN
+    assert best[True] < 1e-2 < best[False]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_async_bo_reaches_the_branin_minimum(seed: int) -> None:
     # Random search reaches regret 2e-3 on scaled Branin with 30 points with

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,8 +69,24 @@ class BayesOpt(Strategy):
         self._n_fitted = 0  # completed count at the last hyperparameter fit
         self._n_full = 0  # completed count at the last multi-start fit
         self._post: Posterior | None = None
+        self._prior_x = np.empty((0, self.dim))  # warm-start data (unit cube) and values
+        self._prior_y = np.empty(0)
+
+    def warm_start(self, records: Sequence[Record]) -> None:
+        """Prior results join the GP's data and replace as many design points."""
+        keep = [r for r in records if r.value is not None and math.isfinite(r.value)
+                and self.space.contains(r.x)]
+        if keep:
+            x = self.space.to_unit(np.array([r.x for r in keep], dtype=float))
+            self._prior_x = np.vstack([self._prior_x, x])
+            self._prior_y = np.concatenate([self._prior_y, [float(r.value or 0.0) for r in keep]])
 
     # ---------------------------------------------------------------- pieces
+    @property
+    def n_design(self) -> int:
+        """Design points this run proposes: ``initial_points`` less the prior results."""
+        return max(0, self.settings.initial_points - len(self._prior_y))
+
     def design_point(self, k: int) -> np.ndarray:
         """k-th initial-design point in the unit cube (beyond the table: seeded random)."""
         if k < len(self.design):
@@ -78,8 +94,8 @@ class BayesOpt(Strategy):
         return rng_for(self.settings.seed, DESIGN_STREAM + 1 + k).random(self.dim)
 
     def in_design_phase(self, view: RunView) -> bool:
-        n_done = sum(1 for _ in _completed_values(view))
-        return len(view.records) < self.settings.initial_points or n_done < MIN_DATA
+        n_done = sum(1 for _ in _completed_values(view)) + len(self._prior_y)
+        return len(view.records) < self.n_design or n_done < MIN_DATA
 
     def update_model(self, view: RunView) -> None:
         """Give the GP the completed data; refit hyperparameters per the refit policy.
@@ -106,13 +122,14 @@ class BayesOpt(Strategy):
         self._post = self.model.posterior()
 
     def data(self, view: RunView) -> tuple[np.ndarray, np.ndarray]:
-        """Completed points (unit cube) and values; failed ones never enter the GP."""
+        """Prior and completed points (unit cube) and values; failed ones never enter."""
         pts, vals = [], []
         for rec in _completed_values(view):
             pts.append(rec.x)
             vals.append(rec.value)
         x = self.space.to_unit(np.array(pts, dtype=float).reshape(-1, self.dim))
-        return x, np.array(vals, dtype=float)
+        return (np.vstack([self._prior_x, x]),
+                np.concatenate([self._prior_y, np.array(vals, dtype=float)]))
 
     def busy_points(self, view: RunView) -> np.ndarray:
         """In-flight points (by eval id, from the view) plus failed ones, unit cube."""
@@ -216,7 +233,7 @@ class BatchBO(BayesOpt):
             self._batches, self._queue = self._rest_of_last_batch(view)
         if self._queue:
             return self._queue.pop(0)
-        if len(view.records) < self.settings.initial_points:
+        if len(view.records) < self.n_design:
             return self.evaluate(self.design_point(len(view.records)))
         if view.n_in_flight:
             return None
