@@ -53,3 +53,24 @@ def test_warm_start_from_another_runs_log(cluster: Cluster, tmp_path: Path) -> N
     check_log(cluster.log, completed=10)
     (start,) = events_of(cluster.log, "run_started")
     assert start["warm_start_records"] == 12 and start["warm_start"] == str(old)
+
+
+@pytest.mark.bo
+def test_async_bo_warm_started_from_another_runs_log(cluster: Cluster, tmp_path: Path) -> None:
+    pytest.importorskip("gpflow")
+    cluster.start_controller(config=cluster.config(budget=12, strategy="lhs"))
+    cluster.start_worker(python=BRANIN)
+    assert cluster.wait_controller() == 0
+    old = tmp_path / "old.jsonl"
+    cluster.log.rename(old)
+    prior_best = best(old)
+    cluster.start_controller("--warm-start", str(old), config=cluster.config(
+        budget=6, strategy="async-bo", strategy_opts="seed = 0\ninitial_points = 3"))
+    cluster.start_worker(python=BRANIN)
+    assert cluster.wait_controller(timeout=170) == 0
+    check_log(cluster.log, completed=6)
+    (start,) = events_of(cluster.log, "run_started")
+    assert start["warm_start_records"] == 12
+    # 12 prior results cover the design: every point comes from the model, which knows
+    # the prior best and improves on it
+    assert best(cluster.log) < prior_best
