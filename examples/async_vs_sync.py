@@ -71,8 +71,8 @@ def run_simulated(strategy: str, seed: int) -> Trace:
 
     space = Space.unit(2)
     opts = {"seed": seed, "initial_points": INITIAL}
-    if strategy == "async-bo":
-        opts["ask_ahead"] = ASK_AHEAD
+    if strategy == "async-bo":  # same Sobol start as batch-bo: only the timing differs
+        opts.update(ask_ahead=ASK_AHEAD, explore="none")
     s = create(strategy, space, BUDGET, opts)
     res = SimulatedController(space, s, scaled_branin, workers=WORKERS,
                               settings=RunSettings(budget=BUDGET), duration=delay).run()
@@ -97,7 +97,7 @@ def run_daemon(strategy: str, seed: int) -> Trace:
         (tmp / "c.toml").write_text(
             f'[space]\nx0 = [0.0, 1.0]\nx1 = [0.0, 1.0]\n[strategy]\nname = "{strategy}"\n'
             f"seed = {seed}\ninitial_points = {INITIAL}\n"
-            + (f"ask_ahead = {ASK_AHEAD}\n" if strategy == "async-bo" else "")
+            + (f'ask_ahead = {ASK_AHEAD}\nexplore = "none"\n' if strategy == "async-bo" else "")
             + f"[run]\nbudget = {BUDGET}\n"
             f'bind = "tcp://127.0.0.1:0"\nlog = "{tmp / "run.jsonl"}"\n')
         cmd = [sys.executable, "-m", "tether"]

@@ -80,6 +80,15 @@ def test_options_are_validated() -> None:
     assert parse_options("async-bo", sp, {"ask_ahead": 1}).ask_ahead == 1
     with pytest.raises(ConfigError, match="ask_ahead"):  # a batch never asks ahead
         parse_options("batch-bo", sp, {"ask_ahead": 1})
+    # DYCORS explores first, for 4(d+1) points but at most a third of the budget
+    assert (parse_options("async-bo", sp, {}, budget=300).explore_evals,
+            parse_options("async-bo", sp, {}, budget=30).explore_evals) == (12, 10)
+    assert parse_options("async-bo", sp, {"explore": "none"}).explore_evals == 0
+    for bad in ({"explore": "random"}, {"explore_evals": -1}):
+        with pytest.raises(ConfigError, match="explore"):
+            parse_options("async-bo", sp, bad)
+    with pytest.raises(ConfigError, match="explore"):
+        parse_options("batch-bo", sp, {"explore": "dycors"})
     assert create("async-bo", sp, 30, {"ask_ahead": 1}).ask_ahead == 1
     assert create("async-bo", sp, 30, {}).ask_ahead == 0
 
@@ -191,8 +200,8 @@ def test_refit_policy() -> None:
 
 def test_design_phase_then_model_with_pending_points_respected() -> None:
     sp = Space.unit(2)
-    s1 = create("async-bo", sp, 30, {"seed": 7, "initial_points": 3})
-    s2 = create("async-bo", sp, 30, {"seed": 7, "initial_points": 3})
+    s1 = create("async-bo", sp, 30, {"seed": 7, "initial_points": 3, "explore": "none"})
+    s2 = create("async-bo", sp, 30, {"seed": 7, "initial_points": 3, "explore": "none"})
     view = RunView(sp, budget=30, n_workers=3)
     for i in range(3):  # design points depend only on (seed, index)
         p1, p2 = s1.propose(view), s2.propose(view)
@@ -258,8 +267,9 @@ def _prior(space: Space, n: int, seed: int) -> list[Record]:
 
 def test_warm_start_data_enter_the_model_and_replace_design_points() -> None:
     sp = Space.unit(2)
-    s = create("async-bo", sp, 30, {"seed": 0, "initial_points": 3})
-    fresh = create("async-bo", sp, 30, {"seed": 0, "initial_points": 3})
+    opts = {"seed": 0, "initial_points": 3, "explore": "none"}
+    s = create("async-bo", sp, 30, opts)
+    fresh = create("async-bo", sp, 30, opts)
     s.warm_start(_prior(sp, 2, seed=1))
     view = RunView(sp, budget=30, n_workers=3)
     first = s.propose(view)  # one design point is left
@@ -279,7 +289,7 @@ def test_warm_start_helps_and_skips_bad_records() -> None:
             Record(2001, (0.5, 0.5), Status.COMPLETED, value=math.nan)]
     best = {}
     for warm in (False, True):
-        s = create("async-bo", sp, 5, {"seed": 0, "initial_points": 3})
+        s = create("async-bo", sp, 5, {"seed": 0, "initial_points": 3, "explore": "none"})
         if warm:
             s.warm_start(prior + junk)
             assert len(s.data(RunView(sp, budget=5))[1]) == 25
@@ -300,6 +310,20 @@ def test_async_bo_reaches_the_branin_minimum(seed: int) -> None:
     assert res.reason == "budget" and len(res.completed) == 30
     assert res.best is not None and res.best.value is not None
     assert res.best.value - BRANIN_MIN < 2e-3
+
+
+def test_dycors_explores_first_then_the_gp_takes_over() -> None:
+    sp = Space.unit(2)
+    s = create("async-bo", sp, 30, {"seed": 1})  # explore = "dycors", 10 points
+    res = SimulatedController(sp, s, branin, workers=3, settings=RunSettings(budget=30),
+                              duration=lambda x: 1.0 + x.sum()).run()
+    tags = [e.get("tag", "") for e in res.events if e["event"] == "proposed"]
+    assert all(t.startswith("async-bo:dycors") for t in tags[:10]), tags[:10]
+    assert tags[10:] and set(tags[10:]) == {"async-bo"}
+    assert res.best is not None and res.best.value is not None
+    assert res.best.value - BRANIN_MIN < 2e-3
+    # the explorer was told every event, as a replay of the log would tell it
+    assert s.explorer is not None and len(s.explorer.x_data) == 30  # type: ignore[attr-defined]
 
 
 def test_async_bo_asking_ahead_still_optimizes() -> None:

@@ -22,9 +22,11 @@ KERNELS = ("matern52", "rbf")
 ACQUISITIONS = ("logei", "ei")
 PENALIZERS = ("hard", "soft")
 WARPS = ("none", "copula")
+EXPLORERS = ("none", "dycors")
 
 
-def parse_options(name: str, space: Space, options: Mapping[str, Any]) -> BOSettings:
+def parse_options(name: str, space: Space, options: Mapping[str, Any],
+                  budget: int | None = None) -> BOSettings:
     """Validate a ``[strategy]`` table into :class:`BOSettings` (ConfigError on mistakes)."""
     from tether.strategies.bo.strategy import BOSettings
 
@@ -43,7 +45,15 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any]) -> BOSett
     warp_kind = o.get("warp", "none", str)
     # batch-bo never asks while its batch runs, so asking ahead is async-bo's option only
     ahead = o.get("ask_ahead", 0, int) if name == "async-bo" else 0
+    explore = o.get("explore", "dycors", str) if name == "async-bo" else "none"
+    # a third of the budget at most: the GP needs the rest to converge and polish
+    default_explore = 4 * (space.dim + 1) if budget is None else min(4 * (space.dim + 1),
+                                                                     budget // 3)
+    explore_evals = o.get("explore_evals", default_explore, int) if name == "async-bo" else 0
     o.done()
+    _choice("explore", explore, EXPLORERS)
+    if explore_evals < 0:
+        raise ConfigError(f"[strategy] explore_evals must be >= 0, got {explore_evals}")
     _choice("kernel", kernel, KERNELS)
     _choice("acquisition", acq, ACQUISITIONS)
     _choice("penalizer", pen, PENALIZERS)
@@ -71,7 +81,8 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any]) -> BOSett
         noise = float(noise_opt)
     return BOSettings(initial_points=init, seed=seed, kernel=kernel, acquisition=acq,
                       penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
-                      candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead)
+                      candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead,
+                      explore=explore, explore_evals=explore_evals if explore != "none" else 0)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -81,10 +92,15 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> AsyncBO:
     """Factory for ``async-bo`` (imports TensorFlow and GPflow here, not before)."""
-    settings = parse_options("async-bo", space, options)
+    settings = parse_options("async-bo", space, options, budget)
     from tether.strategies.bo.strategy import AsyncBO
 
-    return AsyncBO(space, settings)
+    explorer = None
+    if settings.explore == "dycors":
+        from tether.strategies.dycors import DYCORS
+
+        explorer = DYCORS(space, budget, seed=settings.seed, tag="async-bo:dycors")
+    return AsyncBO(space, settings, explorer)
 
 
 def make_batch_bo(space: Space, budget: int, options: Mapping[str, Any]) -> BatchBO:

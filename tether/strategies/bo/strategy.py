@@ -47,6 +47,8 @@ class BOSettings:
     warp: str = "none"  # none | copula: GP on normal scores of the ranks
     exploit: int = 1  # the last asks of the budget minimize the posterior mean instead
     ask_ahead: int = 0  # async-bo: points prepared while every worker is busy
+    explore: str = "none"  # async-bo: none | dycors (the first explore_evals points)
+    explore_evals: int = 0
 
 
 class BayesOpt(Strategy):
@@ -195,15 +197,33 @@ class BayesOpt(Strategy):
 
 
 class AsyncBO(BayesOpt):
-    """One point per ask, penalizing every evaluation still in flight (``async-bo``)."""
+    """One point per ask, penalizing every evaluation still in flight (``async-bo``).
+
+    With an ``explorer`` (option ``explore = "dycors"``) the first ``explore_evals``
+    points come from it instead of the Sobol design; the GP then takes over with all
+    results. The explorer sees every event, so a replayed log rebuilds it too.
+    """
 
     name = "async-bo"
 
-    def __init__(self, space: Space, settings: BOSettings) -> None:
+    def __init__(self, space: Space, settings: BOSettings,
+                 explorer: Strategy | None = None) -> None:
         super().__init__(space, settings)
         self.ask_ahead = settings.ask_ahead
+        self.explorer = explorer
+
+    def warm_start(self, records: Sequence[Record]) -> None:
+        super().warm_start(records)
+        if self.explorer is not None:
+            self.explorer.warm_start(records)
+
+    def on_event(self, kind: str, record: Record, view: RunView) -> None:
+        if self.explorer is not None:
+            self.explorer.on_event(kind, record, view)
 
     def propose(self, view: RunView) -> Proposal | None:
+        if self.explorer is not None and len(view.records) < self.settings.explore_evals:
+            return self.explorer.propose(view)
         if self.in_design_phase(view):
             return self.evaluate(self.design_point(len(view.records)))
         if view.remaining <= self.settings.exploit:
