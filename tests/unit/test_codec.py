@@ -39,6 +39,7 @@ ALL_MESSAGES: list[m.Message] = [
     m.Kill(9, 1, reason="eval_timeout"),
     m.Terminate(),
     m.Terminate("budget"),
+    m.Drained(),
     m.Rehello(),
     m.Heartbeat(),
 ]

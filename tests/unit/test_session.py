@@ -214,6 +214,18 @@ def test_a_linked_controller_silent_for_too_long_is_given_up() -> None:
         Reconnect("controller busy too long")]
 
 
+def test_drained_is_confirmed_by_the_controller() -> None:
+    s = ready(0.0)
+    assert not s.drained
+    assert s.receive(m.Drained(), 1.0) == [] and s.drained
+    # a worker that says "no slots" in its Hello is confirmed by the Welcome
+    late = WorkerSession("w2", "sess-2", slots=0)
+    late.hello(0.0)
+    assert not late.drained
+    late.receive(WELCOME, 0.1)
+    assert late.drained and not ready(0.0).drained
+
+
 def test_traffic_keeps_the_link_alive() -> None:
     s = ready(0.0)
     for k in range(1, 20):

@@ -62,6 +62,7 @@ class ControllerServer:
         self._configure(self.sock)
         self.endpoint = self._bind(settings.bind)
         self._acks: list[tuple[bytes, m.Ack]] = []
+        self._after: list[tuple[bytes, m.Message]] = []  # sent after the commands
 
     # ------------------------------------------------------------ setup
     def _configure(self, s: zmq.Socket[bytes]) -> None:
@@ -103,6 +104,9 @@ class ControllerServer:
             while self.core.finished is None:
                 if poller.poll(int(tick_every * 1000)):
                     self._drain()
+                    # what the messages caused goes out before any heartbeat: a worker
+                    # that drains takes our next message as the end of what we sent it
+                    self._flush_and_send()
                 now = self.clock()
                 if now >= next_tick:
                     self._tick(now)
@@ -175,6 +179,9 @@ class ControllerServer:
             core.partial(name, msg.eval_id, msg.attempt, msg.value)
         elif isinstance(msg, m.Drain):
             core.drain(name)
+            # after anything already dispatched to it (see _flush_and_send): once the
+            # worker reads this, nothing else is on its way and it may leave
+            self._after.append((rid, m.Drained()))
         elif isinstance(msg, m.Goodbye):
             self.peers.remove(name)
             core.leave(name, msg.reason or "goodbye")
@@ -209,6 +216,9 @@ class ControllerServer:
                 self._to(cmd.worker, m.Kill(cmd.eval_id, cmd.attempt, cmd.reason))
             elif isinstance(cmd, Finish):
                 pass  # goodbyes go out once the loop ends
+        for rid, msg in self._after:
+            self._send(rid, msg)
+        self._after.clear()
 
     def _to(self, name: str, msg: m.Message) -> None:
         peer = self.peers.by_name.get(name)

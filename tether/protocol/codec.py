@@ -21,7 +21,7 @@ _TYPES: dict[str, type] = {
     "hello": m.Hello, "partial": m.Partial, "result": m.Result, "failure": m.Failure,
     "killed": m.Killed, "drain": m.Drain, "goodbye": m.Goodbye, "welcome": m.Welcome,
     "evaluate": m.Evaluate, "ack": m.Ack, "kill": m.Kill, "terminate": m.Terminate,
-    "rehello": m.Rehello, "heartbeat": m.Heartbeat,
+    "drained": m.Drained, "rehello": m.Rehello, "heartbeat": m.Heartbeat,
 }
 _NAMES: dict[type, str] = {cls: name for name, cls in _TYPES.items()}
 

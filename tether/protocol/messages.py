@@ -114,6 +114,12 @@ class Terminate:
 
 
 @dataclass(frozen=True, slots=True)
+class Drained:
+    """The controller has read the worker's ``Drain`` (or its Hello with no slots) and
+    sends it no more work; whatever it dispatched before arrives ahead of this."""
+
+
+@dataclass(frozen=True, slots=True)
 class Rehello:
     """The controller does not know this connection (e.g. it restarted): say Hello again."""
 
@@ -126,8 +132,8 @@ class Heartbeat:
 
 Message = (
     Hello | Partial | Result | Failure | Killed | Drain | Goodbye
-    | Welcome | Evaluate | Ack | Kill | Terminate | Rehello | Heartbeat
+    | Welcome | Evaluate | Ack | Kill | Terminate | Drained | Rehello | Heartbeat
 )
 
 WORKER_MESSAGES = (Hello, Partial, Result, Failure, Killed, Drain, Goodbye, Heartbeat)
-CONTROLLER_MESSAGES = (Welcome, Evaluate, Ack, Kill, Terminate, Rehello, Heartbeat)
+CONTROLLER_MESSAGES = (Welcome, Evaluate, Ack, Kill, Terminate, Drained, Rehello, Heartbeat)

@@ -70,6 +70,7 @@ class WorkerSession:
         self.running: dict[tuple[int, int], float] = {}  # (eval_id, attempt) -> start time
         self.outbox: dict[tuple[int, int], Outcome] = {}
         self.last_rx = self.last_tx = 0.0
+        self.drained = False  # the controller confirmed it sends us no more work
 
     # ------------------------------------------------------------ handshake
     def hello(self, now: float) -> m.Hello:
@@ -86,6 +87,7 @@ class WorkerSession:
             self.state = self.READY
             self.epoch, self.heartbeat, self.liveness = msg.epoch, msg.heartbeat, msg.liveness
             self.names = msg.names
+            self.drained = self.slots == 0  # our Hello said: no work
             return self._sent(list(self.outbox.values()), now)
         if self.state != self.READY:
             return []  # only Welcome means anything before the handshake completes
@@ -109,6 +111,9 @@ class WorkerSession:
             return [Exit(msg.reason or "run over")]
         if isinstance(msg, m.Rehello):
             return [self.hello(now)]
+        if isinstance(msg, m.Drained):
+            self.drained = True
+            return []
         return []
 
     # ------------------------------------------------------------ local events

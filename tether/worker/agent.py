@@ -265,7 +265,10 @@ class WorkerAgent:
             self.session.slots = 0  # a Hello after a reconnect must say so too
             log.info("%.0f s of walltime left: draining", left)
             self._send(m.Drain(max(0.0, left)))
-        if self.draining and not self.runs and not self.session.outbox:
+        # A dispatch may cross our Drain on the wire; the controller answers the Drain
+        # with Drained after everything it sent before, so then nothing else is coming.
+        settled = self.session.drained or self.sock is None or left <= 0
+        if self.draining and settled and not self.runs and not self.session.outbox:
             self._leave("walltime", now)
 
     def _leave(self, reason: str, now: float) -> None:
