@@ -94,7 +94,7 @@ class TriesteAsyncLP(Strategy):
         return Evaluate.at(self.space.from_unit(q))
 
     def on_event(self, kind: str, record: Record, view: RunView) -> None:
-        if kind != COMPLETED or self.opt is None:
+        if kind != COMPLETED or self.opt is None or record.value is None:
             return
         tf = self.t["tf"]
         # Trieste matches pending points by exact float equality: send back exactly the
