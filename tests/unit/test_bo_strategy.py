@@ -20,7 +20,7 @@ from tether.records import Evaluate, Record, RunView, Status
 from tether.space import Space
 from tether.strategies import create
 from tether.strategies.bo import parse_options
-from tether.strategies.bo.model import fit_subset
+from tether.strategies.bo.model import GPModel, fit_subset
 
 pytestmark = pytest.mark.bo
 
@@ -120,35 +120,41 @@ def test_numpy_posterior_matches_gpflow() -> None:
     np.testing.assert_allclose(v_np, v_tf, rtol=1e-5, atol=1e-8)
 
 
+def _branin_model(n: int, data_seed: int) -> tuple[GPModel, np.ndarray, np.ndarray]:
+    """async-bo's GP holding ``n`` seeded random Branin points, and those points."""
+    s = create("async-bo", Space.unit(2), 100, {"seed": 0})
+    x = np.random.default_rng(data_seed).random((n, 2))
+    y = np.array([branin(p) for p in x])
+    s.model.set_data(x, y)
+    return s.model, x, y
+
+
+def _count_loss_calls(model: GPModel) -> list[int]:
+    """Record the number of observations every likelihood evaluation sees."""
+    seen: list[int] = []
+    loss = model.loss
+    model.loss = lambda theta: (seen.append(model.n), loss(theta))[1]  # type: ignore[method-assign]
+    return seen
+
+
 def test_fit_improves_the_likelihood_and_stays_in_bounds() -> None:
-    sp = Space.unit(2)
-    s = create("async-bo", sp, 30, {"seed": 0})
-    rng = np.random.default_rng(1)
-    x = rng.random((20, 2))
-    s.model.set_data(x, np.array([branin(p) for p in x]))
-    before = s.model.loss(s.model.get_theta())[0]
-    after = s.model.fit(restarts=2)
+    model, _, _ = _branin_model(20, data_seed=1)
+    before = model.loss(model.get_theta())[0]
+    after = model.fit(restarts=2)
     assert after < before
-    lo, hi = np.array(s.model.bounds).T
-    theta = s.model.get_theta()
+    lo, hi = np.array(model.bounds).T
+    theta = model.get_theta()
     assert np.all(theta >= lo - 1e-12) and np.all(theta <= hi + 1e-12)
 
 
 def test_fit_on_many_points_uses_a_subset_and_keeps_all_data() -> None:
-    sp = Space.unit(2)
-    s = create("async-bo", sp, 100, {"seed": 0})
-    rng = np.random.default_rng(3)
-    x = rng.random((40, 2))
-    y = np.array([branin(p) for p in x])
-    s.model.set_data(x, y)
-    seen: list[int] = []
-    loss = s.model.loss
-    s.model.loss = lambda theta: (seen.append(s.model.n), loss(theta))[1]  # type: ignore[method-assign]
-    before = loss(s.model.get_theta())[0]
-    s.model.fit(restarts=1, max_points=16)
+    model, x, y = _branin_model(40, data_seed=3)
+    before = model.loss(model.get_theta())[0]
+    seen = _count_loss_calls(model)
+    model.fit(restarts=1, max_points=16)
     assert set(seen) == {16}  # every likelihood evaluation saw the subset
-    assert s.model.n == 40 and loss(s.model.get_theta())[0] < before
-    np.testing.assert_allclose(s.model.posterior().predict(x)[0], s.model.standardize(y),
+    assert model.n == 40 and model.loss(model.get_theta())[0] < before
+    np.testing.assert_allclose(model.posterior().predict(x)[0], model.standardize(y),
                                atol=1e-3)  # the posterior interpolates all 40 points
 
 
@@ -160,21 +166,15 @@ def test_fit_subset_keeps_the_best_quarter() -> None:
 
 
 def test_fit_stops_at_its_deadline() -> None:
-    sp = Space.unit(2)
-    s = create("async-bo", sp, 100, {"seed": 0})
-    rng = np.random.default_rng(4)
-    x = rng.random((20, 2))
-    s.model.set_data(x, np.array([branin(p) for p in x]))
-    calls = [0]
-    loss = s.model.loss
-    s.model.loss = lambda theta: (calls.__setitem__(0, calls[0] + 1), loss(theta))[1]  # type: ignore[method-assign]
-    s.model.fit(restarts=3, seconds=0.0)
-    stopped = calls[0]
-    calls[0] = 0
-    s.model.fit(restarts=3)
+    model, _, _ = _branin_model(20, data_seed=4)
+    seen = _count_loss_calls(model)
+    model.fit(restarts=3, seconds=0.0)
+    stopped = len(seen)
+    seen.clear()
+    model.fit(restarts=3)
     # out of time after the first iteration of the first start: no further start runs
     # (here 5 likelihood evaluations against 90 for the full fit)
-    assert stopped <= 10 < calls[0]
+    assert stopped <= 10 < len(seen)
 
 
 def test_refit_policy() -> None:

@@ -142,8 +142,8 @@ class WorkerSession:
             if now - self.last_tx >= self.hello_timeout:
                 return [Reconnect("no welcome")]
             return []
-        silent, window = now - self.last_rx, self.heartbeat * self.liveness
-        if silent > window and (not linked or silent > BUSY_WINDOWS * window):
+        busy_for = BUSY_WINDOWS * self.heartbeat * self.liveness
+        if self.silent(now) and (not linked or now - self.last_rx > busy_for):
             self.state = self.CONNECTING
             return [Reconnect("controller busy too long" if linked else "controller silent")]
         if now - self.last_tx >= self.heartbeat:
