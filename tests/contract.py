@@ -15,11 +15,12 @@ NEEDS_EVAL = TERMINAL | {"proposed", "started", "partial", "lost", "requeued"}
 
 def write_log(path: Path, events: list[dict[str, Any]]) -> Path:
     """Write a simulated run's events as a journal file (fresh ``t``/``seq`` stamps)."""
+    from tether.events import parse_event
     from tether.log.journal import JournalWriter
 
     w = JournalWriter(path)
     for e in events:
-        w.append(e["event"], e["t"], **{k: v for k, v in e.items() if k not in ("event", "t", "seq")})
+        w.append(parse_event(e))
     w.close()
     return path
 

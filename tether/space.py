@@ -85,6 +85,17 @@ class Space:
             and np.all(a <= self.hi)
         )
 
+    def check_point(self, x: Sequence[float]) -> str:
+        """Why ``x`` cannot be evaluated in this space, or ``""`` when it can."""
+        # plain Python: for a handful of coordinates numpy's call overhead dominates
+        if len(x) != self.dim:
+            return f"point has {len(x)} coordinates, space has {self.dim}"
+        if not all(math.isfinite(v) for v in x):
+            return "point has non-finite coordinates"
+        if any(v < lo or v > hi for v, lo, hi in zip(x, self.lower, self.upper)):
+            return "point is outside the bounds"
+        return ""
+
     def to_json(self) -> list[dict[str, Any]]:
         return [
             {"name": n, "low": lo, "high": hi}

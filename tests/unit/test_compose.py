@@ -178,7 +178,6 @@ def test_random_child_has_no_tag_but_merged_still_counts() -> None:
 
 def _replayed_proposals_match(make: Callable[[], Strategy], budget: int = 25) -> None:
     from tether.controller.core import ControllerCore
-    from tether.controller.replay import replay_into
     from tether.log.journal import MemoryJournal
 
     space = Space.unit(2)
@@ -191,7 +190,7 @@ def _replayed_proposals_match(make: Callable[[], Strategy], budget: int = 25) ->
     fresh = make()
     core = ControllerCore(space, fresh, RunSettings(budget=budget + 10), MemoryJournal(),
                           lambda: 0.0)
-    replay_into(core, res.events)
+    core.replay(res.events)
     ctl.core.view.budget = budget + 10
     assert live.propose(ctl.core.view) == fresh.propose(core.view)
 

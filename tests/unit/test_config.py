@@ -10,6 +10,7 @@ import pytest
 
 from tether.controller.settings import Config, RunSettings, load_config, parse_config
 from tether.errors import ConfigError, TetherError
+from tether.events import parse_event
 from tether.space import Space
 
 GOOD = """
@@ -147,7 +148,7 @@ def test_infinite_max_time_is_rejected_or_loggable(tmp_path: Path) -> None:
     except ConfigError:
         return
     w = JournalWriter(tmp_path / "run.jsonl")
-    w.append("run_started", 0.0, run=c.run.to_json())
+    w.append(parse_event({"event": "run_started", "t": 0.0, "run": c.run.to_json()}))
     w.close()
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from tether.controller.core import ControllerCore, Dispatch, Finish, SendKill
-from tether.controller.replay import replay_into
 from tether.controller.settings import RunSettings
 from tether.log.journal import MemoryJournal
 from tether.log.summary import tabulate
@@ -610,7 +609,7 @@ def test_strategy_kill_of_pending_eval() -> None:
     eid = d["w0"].eval_id
     core.lost("w0")
     assert core.view.records[eid].status is Status.PENDING
-    core._apply(Kill(eid, "stale"))
+    core.carry_out(Kill(eid, "stale"))
     assert core.take_commands() == []
     assert core.view.records[eid].status is Status.KILLED
     assert eid not in core.queue
@@ -866,7 +865,7 @@ def test_replay_rebuilds_records() -> None:
     for cut in cuts(full):
         prefix = full[:cut]
         core, _ = _fresh(prefix, Clock(full[-1]["t"] + 100))
-        replay_into(core, [dict(e) for e in prefix])
+        core.replay([dict(e) for e in prefix])
         want = _expected(prefix)
         assert set(core.view.records) == set(want), cut
         for eid, (status, value, attempts) in want.items():
@@ -875,7 +874,7 @@ def test_replay_rebuilds_records() -> None:
             assert rec.value == value, (cut, eid)
             if status == "running":
                 assert rec.attempt + 1 == attempts, (cut, eid)
-        assert core._next_id == (max(want) + 1 if want else 0)
+        assert core.state.next_id == (max(want) + 1 if want else 0)
         assert core.view.n_completed == sum(s == "completed" for s, _v, _a in want.values())
         assert core.t0 == full[0]["t"]
 
@@ -939,7 +938,7 @@ def test_resume_next_eval_id_continues() -> None:
     core, j = _fresh(prefix, clock)
     core.resume([dict(e) for e in prefix], grace=10.0)
     top = max(e["eval_id"] for e in prefix if e["event"] == "proposed")
-    assert core._next_id == top + 1
+    assert core.state.next_id == top + 1
     queued = sum(r.status is Status.PENDING for r in core.view.pending())
     core.join("fresh", slots=core.view.n_in_flight + 3)
     new = [e for e in j.events[cut:] if e["event"] == "proposed"]
@@ -1034,7 +1033,7 @@ def test_replay_rejects_logs_without_run_started() -> None:
     full = full_run(seed=1, budget=5, faults=False).events
     core, _ = _fresh(full[1:], Clock())
     with pytest.raises(LogError):
-        replay_into(core, full[1:])
+        core.replay(full[1:])
 
 
 def test_replay_tells_the_strategy_the_same_events() -> None:
@@ -1044,7 +1043,7 @@ def test_replay_tells_the_strategy_the_same_events() -> None:
     Driver(core, clock, seed=3).run()
     strat2 = Scripted()
     core2, _, _ = make(8, strategy=strat2)
-    replay_into(core2, j.events)
+    core2.replay(j.events)
     assert strat2.events == strat.events
 
 

@@ -3,7 +3,6 @@ import pytest
 
 from tether.controller.core import ControllerCore
 from tether.controller.local import SimulatedController
-from tether.controller.replay import replay_into
 from tether.controller.scripted import ScriptedController
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError
@@ -93,7 +92,7 @@ def test_replaying_the_events_rebuilds_the_same_state() -> None:
     res = ctl.run()
     fresh = DYCORS(space, 40, seed=9)
     core = ControllerCore(space, fresh, RunSettings(budget=40), MemoryJournal(), lambda: 0.0)
-    replay_into(core, res.events)
+    core.replay(res.events)
     for attr in ("sigma", "status", "failcount", "n_adaptive", "n_design_proposed", "epoch"):
         assert getattr(fresh, attr) == getattr(s, attr), attr
     old_view = ctl.core.view

@@ -14,10 +14,15 @@ from tests.contract import write_log
 from tether.controller.local import SimulatedController
 from tether.controller.settings import RunSettings
 from tether.errors import LogError
+from tether.events import parse_event
 from tether.log.journal import JournalWriter, MemoryJournal, read_events, repair
 from tether.log.summary import format_summary, summary, tabulate
 from tether.space import Space
 from tether.strategies.sampling import RandomSampling
+
+
+def put(journal: JournalWriter | MemoryJournal, kind: str, t: float, **fields: Any) -> None:
+    journal.append(parse_event({"event": kind, "t": t, **fields}))
 
 
 def strict_loads(line: str) -> Any:
@@ -36,8 +41,8 @@ def test_writer_buffers_until_flush(tmp_path: Path) -> None:
     p = tmp_path / "sub" / "run.jsonl"
     w = JournalWriter(p)
     assert p.exists() and p.read_text() == ""  # parent directory created
-    w.append("run_started", 1.5, space=[{"name": "x", "low": 0.0, "high": 1.0}])
-    w.append("proposed", 2.0, eval_id=0, x=[0.25])
+    put(w, "run_started", 1.5, space=[{"name": "x", "low": 0.0, "high": 1.0}])
+    put(w, "proposed", 2.0, eval_id=0, x=[0.25])
     assert p.read_text() == ""
     w.flush()
     got = [strict_loads(ln) for ln in lines(p)]
@@ -45,7 +50,7 @@ def test_writer_buffers_until_flush(tmp_path: Path) -> None:
     assert got[1] == {"event": "proposed", "t": 2.0, "seq": 1, "eval_id": 0, "x": [0.25]}
     w.flush()  # nothing new: nothing written
     assert len(lines(p)) == 2
-    w.append("completed", 3.0, eval_id=0, worker="w", value=0.5)
+    put(w, "completed", 3.0, eval_id=0, worker="w", value=0.5)
     w.close()
     assert [strict_loads(ln)["seq"] for ln in lines(p)] == [0, 1, 2]
     assert w.seq == 3
@@ -54,7 +59,7 @@ def test_writer_buffers_until_flush(tmp_path: Path) -> None:
 def test_writer_line_format(tmp_path: Path) -> None:
     p = tmp_path / "run.jsonl"
     w = JournalWriter(p, fsync=True)
-    w.append("partial", 1700000000.123456789, eval_id=3, worker="node1-77", value=0.1 + 0.2)
+    put(w, "partial", 1700000000.123456789, eval_id=3, worker="node1-77", value=0.1 + 0.2)
     w.close()
     (line,) = lines(p)
     assert line.startswith('{"event":"partial","t":')
@@ -68,11 +73,11 @@ def test_writer_continues_from_start_seq(tmp_path: Path) -> None:
     p = tmp_path / "run.jsonl"
     w = JournalWriter(p)
     for k in range(4):
-        w.append("e", float(k), k=k)
+        put(w, "worker_left", float(k), worker=f"w{k}", reason="x")
     w.close()
     w2 = JournalWriter(p, start_seq=len(read_events(p)))
-    w2.append("run_started", 10.0, resumed=True)
-    w2.append("e", 11.0)
+    put(w2, "run_started", 10.0, resumed=True)
+    put(w2, "worker_left", 11.0, worker="w", reason="x")
     w2.close()
     ev = read_events(p)
     assert [e["seq"] for e in ev] == list(range(6))
@@ -82,9 +87,9 @@ def test_writer_continues_from_start_seq(tmp_path: Path) -> None:
 def test_nan_and_inf_written_as_null(tmp_path: Path) -> None:
     p = tmp_path / "run.jsonl"
     w = JournalWriter(p)
-    w.append("completed", 1.0, eval_id=0, worker="w", value=math.nan)
-    w.append("partial", 2.0, eval_id=0, worker="w", value=math.inf)
-    w.append("partial", 3.0, eval_id=0, worker="w", value=-math.inf)
+    put(w, "completed", 1.0, eval_id=0, worker="w", value=math.nan)
+    put(w, "partial", 2.0, eval_id=0, worker="w", value=math.inf)
+    put(w, "partial", 3.0, eval_id=0, worker="w", value=-math.inf)
     w.close()
     got = [strict_loads(ln) for ln in lines(p)]  # valid, standard JSON
     assert [e["value"] for e in got] == [None, None, None]
@@ -94,7 +99,7 @@ def test_nan_and_inf_written_as_null(tmp_path: Path) -> None:
 def test_nested_nan_written_as_null(tmp_path: Path) -> None:
     p = tmp_path / "run.jsonl"
     w = JournalWriter(p)
-    w.append("run_started", 0.0, run={"target": math.nan, "max_time": math.inf},
+    put(w, "run_started", 0.0, run={"target": math.nan, "max_time": math.inf},
              best_x=[math.nan, 1.0])
     w.close()
     e = strict_loads(lines(p)[0])
@@ -104,9 +109,9 @@ def test_nested_nan_written_as_null(tmp_path: Path) -> None:
 
 def test_memory_journal() -> None:
     j = MemoryJournal()
-    j.append("run_started", 0.0)
-    j.append("proposed", 1.0, eval_id=0, x=[0.5])
-    j.append("proposed", 2.0, eval_id=1, x=[0.7])
+    put(j, "run_started", 0.0)
+    put(j, "proposed", 1.0, eval_id=0, x=[0.5])
+    put(j, "proposed", 2.0, eval_id=1, x=[0.7])
     j.flush()
     assert [e["seq"] for e in j.events] == [0, 1, 2]
     assert [e["eval_id"] for e in j.of("proposed")] == [0, 1]
@@ -210,14 +215,14 @@ def test_repair_then_append_keeps_seq_gap_free(tmp_path: Path) -> None:
     p = tmp_path / "run.jsonl"
     w = JournalWriter(p)
     for k in range(5):
-        w.append("e", float(k))
+        put(w, "worker_left", float(k), worker="w", reason="x")
     w.close()
     with open(p, "a", encoding="utf-8") as fh:  # a crash mid-write
         fh.write('{"event":"e","t":5.0,"seq":5,"x":[0.1,')
     assert len(read_events(p)) == 5
     repair(p)
     w2 = JournalWriter(p, start_seq=len(read_events(p)))
-    w2.append("run_started", 6.0, resumed=True)
+    put(w2, "run_started", 6.0, resumed=True)
     w2.close()
     ev = read_events(p)
     assert [e["seq"] for e in ev] == list(range(6))

@@ -1,45 +1,51 @@
-"""The pure controller core: records, dispatch, retries, stops. No sockets, no files.
+"""The pure controller core: decisions over an event-sourced run state. No sockets, no files.
 
-Inputs are method calls (a worker joined, a result arrived, time passed); outputs are
-journal events (through an injected :class:`Journal`) and commands for the transport
-(:class:`Dispatch`, :class:`SendKill`, :class:`Finish`) collected in ``commands``. The
-ZeroMQ daemon, the serial and pool controllers and the simulated-time controller all
-drive this one class, so the behaviour tested in memory is the behaviour on the wire.
+Inputs are method calls (a worker joined, a result arrived, time passed). Each decision
+is an event (tether.events): :meth:`ControllerCore._emit` folds it into the
+:class:`~tether.controller.state.RunState` (the only place records change), hands it to
+the injected :class:`Journal`, then tells the strategy. Commands for the transport
+(:class:`Dispatch`, :class:`SendKill`, :class:`Finish`) collect in ``commands``; the
+transport writes the journal out before it sends them. ``--resume`` is the same
+``RunState.apply`` folded over the log. The ZeroMQ daemon, the in-process controllers
+and the simulated-time controller all drive this one class.
 
 Accounting rules (the exactly-once contract):
 - an evaluation's first outcome wins, from whichever attempt or worker it comes; any
   later outcome for it is a duplicate and is dropped (the transport still ACKs it);
 - each evaluation gets exactly one terminal journal event: completed, failed or killed;
-- a worker's slots are tracked apart from records, so a slot stays busy until the
-  worker itself says the evaluation ended, even if the record finished earlier.
+- a worker's slots are tracked apart from records (controller/workers.py).
 """
 
 from __future__ import annotations
 
+import heapq
 import math
-from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tether.controller.guard import StrategyGuard
 from tether.controller.settings import RunSettings
-from tether.records import (
-    COMPLETED,
-    FAILED,
-    KILLED,
-    LOST,
-    PARTIAL,
-    PROPOSED,
-    REQUEUED,
-    STARTED,
-    Evaluate,
-    Kill,
-    Proposal,
-    Record,
-    RunView,
-    Status,
-    Terminate,
+from tether.controller.state import RunState
+from tether.controller.workers import WorkerPool, WorkerState
+from tether.errors import LogError
+from tether.events import (
+    Completed,
+    Event,
+    Failed,
+    Killed,
+    Lost,
+    Partial,
+    Proposed,
+    Requeued,
+    RunFinished,
+    RunStarted,
+    Started,
+    WorkerJoined,
+    WorkerLeft,
+    parse_event,
 )
+from tether.records import Evaluate, Kill, Proposal, Record, Status, Terminate
 from tether.space import Space
 from tether.strategies.base import Strategy
 
@@ -47,7 +53,7 @@ from tether.strategies.base import Strategy
 class Journal(Protocol):
     """Where the core writes events; the writer adds ``seq``."""
 
-    def append(self, event: str, t: float, **fields: Any) -> None: ...
+    def append(self, ev: Event) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,85 +81,102 @@ class Finish:
 Command = Dispatch | SendKill | Finish
 
 
-@dataclass
-class WorkerState:
-    name: str
-    slots: int = 1
-    busy: dict[int, int] = field(default_factory=dict)  # eval_id -> attempt
-    draining: bool = False
-
-    @property
-    def free(self) -> int:
-        return 0 if self.draining else max(0, self.slots - len(self.busy))
-
-
 class ControllerCore:
     """Drives one strategy over one run. Call :meth:`start` (or :meth:`resume`) first."""
 
-    def __init__(
-        self,
-        space: Space,
-        strategy: Strategy,
-        settings: RunSettings,
-        journal: Journal,
-        clock: Callable[[], float],
-        run_info: dict[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, space: Space, strategy: Strategy, settings: RunSettings,
+                 journal: Journal, clock: Callable[[], float],
+                 run_info: dict[str, Any] | None = None) -> None:
         self.space = space
-        self.strategy = strategy
         self.settings = settings
         self.journal = journal
         self.clock = clock
         self.run_info = run_info or {}
-        self.view = RunView(space=space, budget=settings.budget)
-        self.workers: dict[str, WorkerState] = {}
-        self.queue: deque[int] = deque()  # PENDING eval ids, oldest first
+        self.state = RunState(space, settings.budget)
+        self.view = self.state.view
+        self.strategy = StrategyGuard(strategy, self.view, clock, self._strategy_failed)
+        self.workers = WorkerPool()
         self.commands: list[Command] = []
-        self.finished: str | None = None  # the reason, once the run is over
-        self.t0 = math.nan
-        self._next_id = 0
-        self._last_improvement = 0  # n_completed when the best last improved
         self._orphans: dict[int, float] = {}  # resumed RUNNING evals -> requeue deadline
-        self._rejected = False
+        self._timeouts: list[tuple[float, int, float]] = []  # (deadline, eval_id, t_started)
+        self._error_trace = ""
+        self._ending = False
+        self._replaying = False
+        self._deferred_error: str | None = None  # a strategy error met while replaying
+
+    # ---------------------------------------------------------------- state access
+    @property
+    def finished(self) -> str | None:
+        return self.state.finished
+
+    @property
+    def queue(self) -> list[int]:
+        return self.state.queue.order()
+
+    @property
+    def t0(self) -> float:
+        return self.state.t0
 
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
-        self.t0 = self.clock()
-        self._log("run_started", **self.run_info)
+        self._emit(RunStarted(self._now(), dict(self.run_info)))
         self.pump()
 
-    def resume(self, events: Iterable[dict[str, Any]], grace: float) -> None:
-        """Rebuild state from a journal's events, then carry on.
+    def replay(self, events: Iterable[Event | dict[str, Any]]) -> int:
+        """Fold a journal's events into the state, telling the strategy each one, and
+        writing nothing. Decoded JSON objects are parsed first. Returns how many."""
+        n = 0
+        self._replaying = True
+        try:
+            for ev in events:
+                if isinstance(ev, dict):
+                    ev = parse_event(ev, f"event {n}")
+                n += 1
+                rec = self.state.apply(ev)
+                if rec is not None:
+                    self.strategy.on_event(ev.kind, rec, rec.eval_id)
+        finally:
+            self._replaying = False
+        if math.isnan(self.state.t0):
+            raise LogError("log has no run_started event")
+        return n
+
+    def resume(self, events: Iterable[Event | dict[str, Any]], grace: float) -> int:
+        """:meth:`replay` the log, then carry on where it stopped.
 
         Evaluations that were running at the crash wait ``grace`` seconds for their
-        worker to rejoin and report; then they are re-queued.
+        worker to rejoin and report; then they are re-queued. Returns how many events
+        were replayed.
         """
-        from tether.controller.replay import replay_into
-
-        replayed = replay_into(self, events)
-        self._log("run_started", resumed=True, replayed=replayed, **self.run_info)
+        n = self.replay(events)
+        self.state.finished = None
+        self._emit(RunStarted(self._now(), {"resumed": True, "replayed": n, **self.run_info}))
         now = self.clock()
+        timeout = self.settings.eval_timeout
         for rec in self.view.pending():
             if rec.status is Status.RUNNING:
                 self._orphans[rec.eval_id] = now + grace
-            else:
-                self.queue.append(rec.eval_id)
+                heapq.heappush(self._timeouts, (rec.t_started + timeout, rec.eval_id,
+                                                rec.t_started))
+        if self._deferred_error is not None:
+            self.end(self._deferred_error)
         self._check_stops()
         self.pump()
+        return n
 
     def take_commands(self) -> list[Command]:
         out, self.commands = self.commands, []
         return out
 
     # ---------------------------------------------------------------- workers
-    def join(self, name: str, slots: int = 1, running: Iterable[tuple[int, int]] = ()) -> None:
+    def join(self, name: str, slots: int = 1, running: Iterable[tuple[int, int]] = (),
+             key: str = "") -> None:
         """A worker (re)joined, reporting the evaluations it is still running."""
-        if self.workers.pop(name, None) is not None:
-            self._log("worker_left", worker=name, reason="reconnected")
+        if self.workers.remove(name) is not None:
+            self._emit(WorkerLeft(self._now(), name, "reconnected"))
         # slots == 0: a worker that is draining already (e.g. started late in its job)
-        w = WorkerState(name, slots=max(1, slots), draining=slots == 0)
-        self.workers[name] = w
-        self._log("worker_joined", worker=name, slots=w.slots)
+        w = self.workers.add(name, max(1, slots), draining=slots == 0)
+        self._emit(WorkerJoined(self._now(), name, w.slots, key))
         reported = dict(running)
         for eval_id, attempt in reported.items():
             self._adopt(w, eval_id, attempt)
@@ -162,26 +185,19 @@ class ControllerCore:
         for rec in self.view.pending():
             if rec.status is Status.RUNNING and rec.worker == name and rec.eval_id not in reported:
                 self._requeue(rec.eval_id, name, "worker rejoined without it", count_retry=False)
-        self._update_slots()
+        self._sync_view()
         self.pump()
 
     def _adopt(self, w: WorkerState, eval_id: int, attempt: int) -> None:
         rec = self.view.records.get(eval_id)
-        w.busy[eval_id] = attempt
+        self.workers.hold(w, eval_id, attempt)
         if rec is None or not rec.in_flight:
             self.commands.append(SendKill(w.name, eval_id, attempt, "evaluation already ended"))
             return
         self._orphans.pop(eval_id, None)
-        if rec.status is Status.RUNNING and rec.worker == w.name:
-            return
-        if rec.status is Status.RUNNING and rec.worker in self.workers:
-            # another live worker holds a later attempt: both run, first result wins
-            return
-        if eval_id in self.queue:
-            self.queue.remove(eval_id)
-        self._set(replace(rec, status=Status.RUNNING, worker=w.name, t_started=self.clock()))
-        self._log(STARTED, eval_id=eval_id, worker=w.name, attempt=rec.attempt, adopted=True)
-        self._tell(STARTED, eval_id)
+        if rec.status is Status.RUNNING and (rec.worker == w.name or rec.worker in self.workers):
+            return  # its own, or a later attempt runs on a live worker: first result wins
+        self._start(Started(self._now(), eval_id, w.name, rec.attempt, adopted=True))
 
     def leave(self, name: str, reason: str) -> None:
         """A worker said goodbye (or rejoined): re-queue its work without using retries.
@@ -189,114 +205,100 @@ class ControllerCore:
         Leaving at a walltime is not the evaluation's fault, so it does not spend
         ``max_retries`` (Parsl users lose retries that way: parsl#1905).
         """
-        w = self.workers.pop(name, None)
-        if w is None:
-            return
-        self._log("worker_left", worker=name, reason=reason)
-        for eval_id in list(w.busy):
-            self._requeue(eval_id, name, reason, count_retry=False)
-        self._update_slots()
-        self.pump()
+        self._drop_worker(name, reason, count_retry=False)
 
     def lost(self, name: str) -> None:
         """A worker went silent past the liveness window."""
-        w = self.workers.pop(name, None)
+        self._drop_worker(name, "lost", count_retry=True)
+
+    def _drop_worker(self, name: str, reason: str, count_retry: bool) -> None:
+        w = self.workers.remove(name)
         if w is None:
             return
-        self._log("worker_left", worker=name, reason="lost")
+        self._emit(WorkerLeft(self._now(), name, reason))
+        why = "worker lost" if count_retry else reason
         for eval_id in list(w.busy):
-            self._requeue(eval_id, name, "worker lost", count_retry=True)
-        self._update_slots()
+            self._requeue(eval_id, name, why, count_retry=count_retry)
+        self._sync_view()
         self.pump()
 
     def drain(self, name: str) -> None:
         """The worker takes no new work (close to its walltime) but finishes what it has."""
         w = self.workers.get(name)
         if w is not None and not w.draining:
-            w.draining = True
-            self._update_slots()
+            self.workers.set_draining(w)
+            self._sync_view()
+
+    def dispatch_failed(self, name: str, eval_id: int, attempt: int) -> None:
+        """The transport could not hand an evaluation to its worker (queue full, gone):
+        it goes back to the queue at once, without spending a retry."""
+        w = self.workers.get(name)
+        if w is not None:
+            self.workers.release(w, eval_id)
+        self._requeue(eval_id, name, "dispatch refused by the transport", count_retry=False)
+        self._sync_view()
+        self.pump()
 
     def _requeue(self, eval_id: int, worker: str, reason: str, count_retry: bool) -> None:
         rec = self.view.records.get(eval_id)
         if rec is None or rec.status is not Status.RUNNING or rec.worker != worker:
             return  # finished already, or a later attempt runs elsewhere
         if count_retry:
-            self._log(LOST, eval_id=eval_id, worker=worker, attempt=rec.attempt, reason=reason)
-            self._tell(LOST, eval_id)
+            self._emit(Lost(self._now(), eval_id, worker, rec.attempt, reason))
         attempt = rec.attempt + (1 if count_retry else 0)
         if count_retry and attempt > self.settings.max_retries:
             err = f"{reason}: gave up after {rec.attempt + 1} attempts (max_retries)"
-            self._finish_record(eval_id, Status.FAILED, error=err, worker=worker)
+            self._emit(Failed(self._now(), eval_id, worker, err))
             return
-        self._set(replace(rec, status=Status.PENDING, attempt=attempt, worker=None))
-        self._log(REQUEUED, eval_id=eval_id, attempt=attempt, reason=reason)
-        self.queue.appendleft(eval_id)
-        self._tell(REQUEUED, eval_id)
+        self._emit(Requeued(self._now(), eval_id, attempt, reason))
 
     # ---------------------------------------------------------------- outcomes
-    def partial(self, worker: str, eval_id: int, attempt: int, value: float) -> None:
+    def partial(self, worker: str, eval_id: int, attempt: int, value: float,
+                info: dict[str, Any] | None = None) -> None:
         rec = self.view.records.get(eval_id)
         if rec is None or not rec.in_flight or not math.isfinite(value):
             return
-        self._set(replace(rec, partials=(*rec.partials, value)))
-        self._log(PARTIAL, eval_id=eval_id, worker=worker, value=value, step=len(rec.partials))
-        self._tell(PARTIAL, eval_id)
+        self._emit(Partial(self._now(), eval_id, worker, value, len(rec.partials), info or {}))
         self.pump()
 
     def completed(self, worker: str, eval_id: int, attempt: int, value: float) -> bool:
         """Returns whether the result counted (False: a duplicate, already dropped)."""
         if not math.isfinite(value):
             return self.failed(worker, eval_id, attempt, f"objective returned {value!r}")
-        return self._outcome(worker, eval_id, attempt, Status.COMPLETED, value=value)
+        return self._outcome(worker, eval_id, Completed(self._now(), eval_id, worker, value))
 
     def failed(self, worker: str, eval_id: int, attempt: int, error: str) -> bool:
-        return self._outcome(worker, eval_id, attempt, Status.FAILED, error=error or "failed")
+        return self._outcome(worker, eval_id,
+                             Failed(self._now(), eval_id, worker, error or "failed"))
 
     def killed(self, worker: str, eval_id: int, attempt: int, reason: str = "killed") -> bool:
-        return self._outcome(worker, eval_id, attempt, Status.KILLED, error=reason)
+        return self._outcome(worker, eval_id,
+                             Killed(self._now(), eval_id, worker, reason or "killed"))
 
-    def _outcome(self, worker: str, eval_id: int, attempt: int, status: Status,
-                 value: float | None = None, error: str | None = None) -> bool:
+    def _outcome(self, worker: str, eval_id: int, ev: Completed | Failed | Killed) -> bool:
         w = self.workers.get(worker)
         if w is not None:
-            w.busy.pop(eval_id, None)
+            self.workers.release(w, eval_id)
         rec = self.view.records.get(eval_id)
         counted = rec is not None and rec.in_flight
         if counted:
-            self._finish_record(eval_id, status, value=value, error=error, worker=worker)
+            self._orphans.pop(eval_id, None)
+            self._emit(ev)
             self._kill_holders(eval_id, "result arrived", but=worker)
             self._check_stops()
-        self._update_slots()
+        self._sync_view()
         self.pump()
         return counted
-
-    def _finish_record(self, eval_id: int, status: Status, *, worker: str | None,
-                       value: float | None = None, error: str | None = None) -> None:
-        rec = self.view.records[eval_id]
-        if eval_id in self.queue:
-            self.queue.remove(eval_id)
-        self._orphans.pop(eval_id, None)
-        failures = rec.failures + (status is Status.FAILED)
-        best_before = self.view.best
-        self._set(replace(rec, status=status, value=value, error=error, worker=worker or rec.worker,
-                          failures=failures, t_finished=self.clock()))
-        fields: dict[str, Any] = {"eval_id": eval_id, "worker": worker or rec.worker or ""}
-        if status is Status.COMPLETED:
-            fields["value"] = value
-        else:
-            fields["error"] = error
-        self._log(status.value, **fields)
-        if self.view.best is not best_before:
-            self._last_improvement = self.view.n_completed
-        self._tell(status.value, eval_id)
 
     # ---------------------------------------------------------------- time
     def tick(self) -> None:
         """Apply what time alone decides: timeouts, orphan grace, max_time."""
         now = self.clock()
         timeout = self.settings.eval_timeout
-        for rec in self.view.pending():
-            if rec.status is Status.RUNNING and now - rec.t_started > timeout:
+        while self._timeouts and self._timeouts[0][0] < now:
+            _, eval_id, t_started = heapq.heappop(self._timeouts)
+            rec = self.view.records[eval_id]
+            if rec.status is Status.RUNNING and rec.t_started == t_started:
                 self._kill_record(rec, f"eval_timeout ({timeout:g} s) exceeded")
         for eval_id, deadline in list(self._orphans.items()):
             if now >= deadline:
@@ -313,22 +315,18 @@ class ControllerCore:
         """Ask the strategy for work while slots are free and the budget needs it."""
         self._interrupts()
         while self.finished is None:
-            worker = self._free_worker()
+            worker = self.workers.pick()
             if worker is None:
                 return
-            if self.queue:
-                self._dispatch(worker, self.queue.popleft())
+            eval_id = self.state.queue.pop()
+            if eval_id is not None:
+                self._dispatch(worker, eval_id)
                 continue
             if self.view.remaining <= 0:
                 return
-            self.view.now = self.clock()
-            proposal = self.strategy.propose(self.view)
-            if proposal is None:
-                return
-            self._rejected = False
-            self._apply(proposal)
-            if self._rejected:  # asking again at once could spin on the same bad point
-                return
+            proposal = self.strategy.propose()
+            if proposal is None or not self.carry_out(proposal):
+                return  # asking again at once could spin on the same bad point
 
     def prepare(self) -> bool:
         """Ask ahead: while every worker is busy, queue up to ``strategy.ask_ahead`` proposals.
@@ -338,151 +336,142 @@ class ControllerCore:
         point without waiting for the model. Returns whether anything was queued.
         """
         want = self.strategy.ask_ahead
-        if (want <= 0 or self.finished is not None or len(self.queue) >= want
+        if (want <= 0 or self.finished is not None or len(self.state.queue) >= want
                 or not self.workers or self.view.remaining <= 0
-                or self._free_worker() is not None):  # a free worker is pump()'s business
+                or self.workers.pick() is not None):  # a free worker is pump()'s business
             return False
-        self.view.now = self.clock()
-        proposal = self.strategy.propose(self.view)
+        proposal = self.strategy.propose()
         if proposal is None:
             return False
-        self._rejected = False
-        self._apply(proposal)
+        ok = self.carry_out(proposal)
         self.pump()  # a Kill may have freed a worker
-        return not self._rejected
+        return ok
 
     def _interrupts(self) -> None:
         """Kills and terminations a strategy wants now, even with every worker busy."""
         for _ in range(1000):  # bounded: a strategy cannot hold the loop forever
             if self.finished is not None:
                 return
-            self.view.now = self.clock()
-            action = self.strategy.interrupt(self.view)
+            action = self.strategy.interrupt()
             if action is None:
                 return
             if isinstance(action, Evaluate):  # evaluations wait for a slot: propose()
                 self.strategy.on_rejected(action, "interrupt() may only kill or terminate")
                 return
-            self._rejected = False
-            self._apply(action)
-            if self._rejected:
+            if not self.carry_out(action):
                 return
 
-    def _apply(self, proposal: Proposal) -> None:
+    def carry_out(self, proposal: Proposal) -> bool:
+        """Do what the strategy asked; False when it was rejected (or the strategy broke)."""
         if isinstance(proposal, Evaluate):
-            problem = self._check_point(proposal.x)
+            problem = self.space.check_point(proposal.x)
             if problem:
                 self.strategy.on_rejected(proposal, problem)
-                self._rejected = True
-                return
-            rec = self._new_record(proposal)
+                return False
+            eval_id = self.state.next_id
+            ev = Proposed(self._now(), eval_id, proposal.x, proposal.tag)
+            rec = self.state.apply(ev)
+            self.journal.append(ev)
+            assert rec is not None
             self.strategy.on_accepted(proposal, rec)
-            self._tell(PROPOSED, rec.eval_id)
-            self.queue.append(rec.eval_id)
+            self.strategy.on_event(ev.kind, self.view.records[eval_id], eval_id)
         elif isinstance(proposal, Kill):
             target = self.view.records.get(proposal.eval_id)
             if target is None or not target.in_flight:
                 self.strategy.on_rejected(proposal, "no such evaluation in flight")
-                self._rejected = True
-                return
+                return False
             self._kill_record(target, proposal.reason)
             self.strategy.on_accepted(proposal, self.view.records[proposal.eval_id])
         elif isinstance(proposal, Terminate):
             self.strategy.on_accepted(proposal, None)
             self.end(proposal.reason)
+        return self.finished is None or isinstance(proposal, Terminate)
 
-    def _check_point(self, x: tuple[float, ...]) -> str:
-        # plain Python: for a handful of coordinates numpy's call overhead dominates
-        space = self.space
-        if len(x) != space.dim:
-            return f"point has {len(x)} coordinates, space has {space.dim}"
-        if not all(math.isfinite(v) for v in x):
-            return "point has non-finite coordinates"
-        if any(v < lo or v > hi for v, lo, hi in zip(x, space.lower, space.upper)):
-            return "point is outside the bounds"
-        return ""
-
-    def _new_record(self, proposal: Evaluate) -> Record:
-        eval_id = self._next_id
-        self._next_id += 1
-        rec = Record(eval_id, proposal.x, tag=proposal.tag, t_proposed=self.clock())
-        self._set(rec)
-        extra = {"tag": proposal.tag} if proposal.tag else {}
-        self._log(PROPOSED, eval_id=eval_id, x=list(proposal.x), **extra)
-        return rec
+    def _strategy_failed(self, message: str, trace: str) -> None:
+        """The strategy raised: the run ends with the reason (the guard formatted it)."""
+        self._error_trace = trace
+        if self._replaying:  # end once the log is folded in, never in the middle of it
+            self._deferred_error = message
+        else:
+            self.end(message)
 
     # ---------------------------------------------------------------- internals
-    def _free_worker(self) -> WorkerState | None:
-        if self.view.free_slots <= 0:
-            return None
-        best: WorkerState | None = None
-        for w in self.workers.values():
-            if w.free > 0 and (best is None or w.free > best.free):
-                best = w
-        return best
-
     def _dispatch(self, w: WorkerState, eval_id: int) -> None:
         rec = self.view.records[eval_id]
-        w.busy[eval_id] = rec.attempt
-        self.view.free_slots -= 1
-        self._set(replace(rec, status=Status.RUNNING, worker=w.name, t_started=self.clock()))
-        self._log(STARTED, eval_id=eval_id, worker=w.name, attempt=rec.attempt)
+        self.workers.hold(w, eval_id, rec.attempt)
+        self._sync_view()
+        self._start(Started(self._now(), eval_id, w.name, rec.attempt))
         self.commands.append(
             Dispatch(w.name, eval_id, rec.attempt, rec.x, self.settings.eval_timeout))
-        self._tell(STARTED, eval_id)
+
+    def _start(self, ev: Started) -> None:
+        self._emit(ev)
+        heapq.heappush(self._timeouts, (ev.t + self.settings.eval_timeout, ev.eval_id, ev.t))
 
     def _kill_record(self, rec: Record, reason: str) -> None:
         self._kill_holders(rec.eval_id, reason)
-        self._finish_record(rec.eval_id, Status.KILLED, error=reason, worker=rec.worker)
+        self._emit(Killed(self._now(), rec.eval_id, rec.worker or "", reason))
 
     def _kill_holders(self, eval_id: int, reason: str, but: str | None = None) -> None:
         """Tell every worker still running ``eval_id`` (any attempt) to stop."""
-        for w in self.workers.values():
-            if eval_id in w.busy and w.name != but:
-                self.commands.append(SendKill(w.name, eval_id, w.busy[eval_id], reason))
+        for name, attempt in self.workers.holding(eval_id).items():
+            if name != but:
+                self.commands.append(SendKill(name, eval_id, attempt, reason))
 
     def _check_stops(self) -> None:
         if self.finished is not None:
             return
-        s, v = self.settings, self.view
+        s, st, v = self.settings, self.state, self.view
         best = v.best.value if v.best is not None and v.best.value is not None else math.inf
         if v.n_completed >= s.budget:
             self.end("budget")
         elif s.target is not None and best <= s.target:
             self.end("target")
-        elif s.patience is not None and v.n_completed - self._last_improvement >= s.patience:
+        elif s.patience is not None and v.n_completed - st.last_improvement >= s.patience:
             self.end("patience")
-        elif s.max_time is not None and self.clock() - self.t0 >= s.max_time:
+        elif s.max_time is not None and self.clock() - st.t0 >= s.max_time:
             self.end("max_time")
+        elif st.fail_streak >= self.max_failures:
+            self.end("too many failures")
+
+    @property
+    def max_failures(self) -> int:
+        """Consecutive failures that end the run: ``[run] max_failures`` or 3 x slots + 10."""
+        if self.settings.max_failures is not None:
+            return self.settings.max_failures
+        return 3 * max(self.workers.n_slots, self.view.n_workers, 1) + 10
 
     def end(self, reason: str) -> None:
-        if self.finished is not None:
+        if self.finished is not None or self._ending:
             return
-        self.finished = reason
+        self._ending = True  # the kills below tell the strategy, which must not end it again
         for rec in self.view.pending():
             self._kill_record(rec, f"run finished ({reason})")
-        self.queue.clear()
+        self.state.queue.clear()
         best = self.view.best
-        self._log("run_finished", reason=reason, completed=self.view.n_completed,
-                  best_value=best.value if best else None,
-                  best_x=list(best.x) if best else None)
+        extra: dict[str, Any] = {"failed": self.state.n_failed, "killed": self.state.n_killed}
+        if self._error_trace:
+            extra["traceback"] = self._error_trace
+        self._emit(RunFinished(self._now(), reason, self.view.n_completed,
+                               best.value if best else None, best.x if best else None, extra))
         self.commands.append(Finish(reason))
+        self._ending = False
 
-    def _update_slots(self) -> None:
-        self.view.n_workers = sum(w.slots for w in self.workers.values())
-        self.view.free_slots = sum(w.free for w in self.workers.values())
+    def _sync_view(self) -> None:
+        self.view.n_workers = self.workers.n_slots
+        self.view.free_slots = self.workers.n_free
 
-    def _set(self, rec: Record) -> None:
-        self.view.put(rec)
+    def _emit(self, ev: Event) -> None:
+        """Fold, write, tell: the one way the run's state changes."""
+        rec = self.state.apply(ev)
+        self.journal.append(ev)
+        if rec is not None:
+            self.strategy.on_event(ev.kind, rec, rec.eval_id)
 
-    def _tell(self, kind: str, eval_id: int) -> None:
-        self.strategy.on_event(kind, self.view.records[eval_id], self.view)
-
-    def _log(self, event: str, **fields: Any) -> None:
-        self.journal.append(event, self.clock(), **fields)
+    def _now(self) -> float:
+        # the log keeps microseconds: rounding here makes live and replayed state equal
+        return round(self.clock(), 6)
 
 
-__all__ = [
-    "COMPLETED", "FAILED", "KILLED", "Command", "ControllerCore", "Dispatch", "Finish",
-    "Journal", "SendKill", "WorkerState",
-]
+__all__ = ["Command", "ControllerCore", "Dispatch", "Finish", "Journal", "SendKill",
+           "WorkerState"]

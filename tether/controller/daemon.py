@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -11,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from tether import __version__
+from tether.controller.core import ControllerCore
 from tether.controller.server import ControllerServer
 from tether.controller.settings import Config, RunSettings, load_config, parse_config
 from tether.errors import ConfigError, LogError
-from tether.log.journal import JournalWriter, read_events, repair
+from tether.log.journal import JournalWriter, iter_events, iter_lines, repair
 from tether.space import Space
 from tether.strategies import create
 from tether.strategies.warmstart import apply_warm_start
@@ -36,17 +38,46 @@ class ControllerArgs:
     address_file: str | None = None
 
 
-def last_start(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """The last ``run_started`` event: a resume may have changed settings (e.g. --budget)."""
-    start = next((e for e in reversed(events) if e.get("event") == "run_started"), None)
+@dataclass
+class LogHead:
+    """What --resume needs before it replays a log: found in one cheap pass."""
+
+    path: str
+    n_events: int
+    last_start: dict[str, Any]
+    last_mark: dict[str, Any]  # the last run_started or run_finished
+
+
+def scan_log(path: str) -> LogHead:
+    """Count a log's events and decode only its run_started/run_finished lines.
+
+    The full, validated replay streams the file again (``iter_events``); this pass keeps
+    nothing per event, so memory does not grow with the log.
+    """
+    n = 0
+    start: dict[str, Any] | None = None
+    mark: dict[str, Any] = {}
+    for lineno, text, is_last in iter_lines(path):
+        if '"run_' in text[:30]:  # the writer puts "event" first: cheap to spot
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                if is_last:
+                    break
+                raise ConfigError(f"--resume: {path}:{lineno}: not JSON") from None
+            if obj.get("event") == "run_started":
+                start = mark = obj
+            elif obj.get("event") == "run_finished":
+                mark = obj
+        n += 1
     if start is None:
         raise ConfigError("the log has no run_started event to resume from")
-    return start
+    return LogHead(path, n, start, mark)
 
 
-def config_from_log(events: list[dict[str, Any]]) -> Config:
+def config_from_log(head: LogHead) -> Config:
     """The configuration a run was started with, read back from its ``run_started``."""
-    start = last_start(events)
+    start = head.last_start
     strat = dict(start.get("strategy") or {})
     name = strat.pop("name", "random")
     space = Space.from_json(start["space"])
@@ -55,22 +86,19 @@ def config_from_log(events: list[dict[str, Any]]) -> Config:
     return Config(space, name, strat.get("options", {}), run)
 
 
-def build(args: ControllerArgs) -> tuple[Config, list[dict[str, Any]] | None]:
-    """Resolve the effective configuration; on --resume also the events to replay."""
-    events: list[dict[str, Any]] | None = None
+def build(args: ControllerArgs) -> tuple[Config, LogHead | None]:
+    """Resolve the effective configuration; on --resume also the log to replay."""
+    head: LogHead | None = None
     config = load_config(args.config) if args.config else None
     log_path = args.log or (config.run.log if config else RunSettings().log)
     if args.resume:
         if not Path(log_path).is_file():
             raise ConfigError(f"--resume: no log at {log_path}")
         repair(log_path)
-        try:
-            events = read_events(log_path)
-        except LogError as exc:
-            raise ConfigError(f"--resume: {exc}") from None
+        head = scan_log(log_path)
         if config is None:
-            config = config_from_log(events)
-        elif config.space != config_from_log(events).space:
+            config = config_from_log(head)
+        elif config.space != config_from_log(head).space:
             raise ConfigError("--resume: the config's [space] differs from the log's")
     elif Path(log_path).is_file() and Path(log_path).stat().st_size > 0:
         raise ConfigError(f"log {log_path} already exists: use --resume, or another --log")
@@ -78,7 +106,7 @@ def build(args: ControllerArgs) -> tuple[Config, list[dict[str, Any]] | None]:
         config = parse_config(DEFAULT_CONFIG)
     config = config.with_overrides(strategy=args.strategy, bind=args.bind, log=log_path,
                                    budget=args.budget)
-    return config, events
+    return config, head
 
 
 def run_info(config: Config) -> dict[str, Any]:
@@ -97,32 +125,38 @@ def advertised(endpoint: str) -> str:
     return endpoint.replace("0.0.0.0", socket.getfqdn()).replace("*", socket.getfqdn())
 
 
-def already_finished(events: list[dict[str, Any]], budget: int) -> str | None:
+#: reasons a run ends with that a --resume retries (the user may have fixed the cause)
+RETRYABLE = ("strategy error", "too many failures")
+
+
+def already_finished(head: LogHead, budget: int) -> str | None:
     """The reason a logged run finished, unless a larger budget asks for more."""
-    last = next((e for e in reversed(events)
-                 if e.get("event") in ("run_started", "run_finished")), None)
-    if last is None or last["event"] != "run_finished":
+    last = head.last_mark
+    if last.get("event") != "run_finished":
         return None
+    reason = str(last.get("reason"))
     completed = int(last.get("completed") or 0)
-    if last.get("reason") == "budget" and budget > completed:
+    if reason == "budget" and budget > completed:
         return None  # the run is being extended
-    return str(last.get("reason"))
+    if reason.startswith(RETRYABLE):
+        return None
+    return reason
 
 
 def run_controller(args: ControllerArgs) -> int:
-    config, events = build(args)
-    if events is not None and (reason := already_finished(events, config.run.budget)):
+    config, head = build(args)
+    if head is not None and (reason := already_finished(head, config.run.budget)):
         print(f"the run in {config.run.log} already finished ({reason}); nothing to do "
               "(raise --budget to extend it)", flush=True)
         return 0
     strategy = create(config.strategy, config.space, config.run.budget, config.strategy_options)
     # prior data is not in this run's log: on --resume it comes from the same old log again
-    warm = args.warm_start or (last_start(events).get("warm_start") if events else None)
+    warm = args.warm_start or (head.last_start.get("warm_start") if head else None)
     info = run_info(config)
     if warm:
         info["warm_start"] = str(Path(warm).resolve())
         info["warm_start_records"] = apply_warm_start(strategy, warm, config.space)
-    journal = JournalWriter(config.run.log, start_seq=len(events) if events else 0)
+    journal = JournalWriter(config.run.log, start_seq=head.n_events if head else 0)
     server = ControllerServer(config.space, strategy, config.run, journal, info)
     try:
         where = advertised(server.endpoint)
@@ -132,14 +166,31 @@ def run_controller(args: ControllerArgs) -> int:
             tmp = Path(args.address_file + ".tmp")
             tmp.write_text(where + "\n")
             tmp.replace(args.address_file)  # atomic: a worker never reads half an address
-        server.start(events)
+        try:
+            server.start(iter_events(head.path) if head else None)
+        except LogError as exc:
+            raise ConfigError(f"--resume: {exc}") from None
         reason = server.run()
     finally:
         server.close()
-    best = server.core.view.best
-    print(f"run finished ({reason}): {server.core.view.n_completed} completed", flush=True)
+    return report_end(server.core, config)
+
+
+def report_end(core: ControllerCore, config: Config) -> int:
+    """Print how the run ended; exit status 1 when it ended on an error."""
+    st, best = core.state, core.view.best
+    counts = f"{core.view.n_completed} completed"
+    if st.n_failed:
+        counts += f", {st.n_failed} failed"
+    reason = core.finished or ""
+    print(f"run finished ({reason}): {counts}", flush=True)
     if best is not None:
         point = ", ".join(f"{n}={v!r}" for n, v in zip(config.space.names, best.x))
         print(f"best value {best.value!r} at {point}", flush=True)
     print(f"log: {config.run.log}", flush=True)
+    if reason.startswith(RETRYABLE):
+        hint = "fix it, then --resume" if reason.startswith("strategy") else \
+            "see the failures with 'tether log summary'; fix the objective, then --resume"
+        print(f"tether controller: {reason} ({hint})", file=sys.stderr, flush=True)
+        return 1
     return 0

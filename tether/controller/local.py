@@ -166,8 +166,8 @@ class SimulatedController:
         for k, p in enumerate(partials):
             self._push(self.now + length * (k + 1) / (len(partials) + 1), "partial", cmd, p)
         self._push(self.now + length, "done", cmd, value, error)
-        if length > cmd.timeout:  # wake up when it is due to be killed, as a real clock would
-            self._push(self.now + cmd.timeout * (1 + 1e-9) + 1e-9, "timeout", cmd, 0.0)
+        if length > cmd.timeout:  # wake up when it is due to be killed (past the log's microsecond rounding)
+            self._push(self.now + cmd.timeout * (1 + 1e-9) + 1e-5, "timeout", cmd, 0.0)
 
     def _push(self, t: float, kind: str, cmd: Dispatch, value: float, error: str = "") -> None:
         self._seq += 1

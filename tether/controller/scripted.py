@@ -113,7 +113,7 @@ class ScriptedController:
         if isinstance(proposal, Evaluate):
             self.core.pump()
         else:
-            self.core._apply(proposal)  # kills and terminate need no slot
+            self.core.carry_out(proposal)  # kills and terminate need no slot
         self._gate.held = None
         self._settle()
         if self._gate.outcome is None:

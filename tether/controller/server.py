@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ import zmq
 from tether.controller.core import ControllerCore, Dispatch, Finish, SendKill
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError, RemoteProtocolError
+from tether.events import Event
 from tether.log.journal import JournalWriter
 from tether.protocol import codec
 from tether.protocol import messages as m
@@ -87,7 +88,7 @@ class ControllerServer:
         return self.sock.getsockopt(zmq.LAST_ENDPOINT).decode()  # type: ignore[union-attr]
 
     # ------------------------------------------------------------ main loop
-    def start(self, resume_events: list[dict[str, Any]] | None = None) -> None:
+    def start(self, resume_events: Iterable[Event] | None = None) -> None:
         if resume_events is None:
             self.core.start()
         else:

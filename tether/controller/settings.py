@@ -32,6 +32,7 @@ class RunSettings:
     target: float | None = None
     patience: int | None = None
     grace: float | None = None  # wait after --resume for in-flight evals; default: liveness window
+    max_failures: int | None = None  # consecutive failures that end the run; None: 3 x slots + 10
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -48,6 +49,8 @@ class RunSettings:
             v = getattr(self, name)
             if v is not None and not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"[run] {name} must be a positive number, got {v}")
+        if self.max_failures is not None and self.max_failures < 1:
+            raise ConfigError(f"[run] max_failures must be >= 1, got {self.max_failures}")
         if self.target is not None and not math.isfinite(self.target):
             raise ConfigError(f"[run] target must be a finite number, got {self.target}")
 
@@ -67,7 +70,7 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "budget": (int,), "bind": (str,), "log": (str,), "eval_timeout": (int, float),
     "max_retries": (int,), "heartbeat": (int, float), "liveness": (int,),
     "max_time": (int, float), "target": (int, float), "patience": (int,),
-    "grace": (int, float),
+    "grace": (int, float), "max_failures": (int,),
 }
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tether.errors import LogError
+from tether.events import Event, parse_event, to_json_obj
 
 
 def _clean(value: Any) -> Any:
@@ -41,8 +42,8 @@ class JournalWriter:
         self._fh: IO[str] = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
         self._buf: list[str] = []
 
-    def append(self, event: str, t: float, **fields: Any) -> None:
-        line: dict[str, Any] = {"event": event, "t": round(t, 6), "seq": self.seq, **fields}
+    def append(self, ev: Event) -> None:
+        line = to_json_obj(ev, self.seq)
         try:
             text = json.dumps(line, separators=(",", ":"), allow_nan=False)
         except ValueError:  # a NaN or infinity somewhere: rare, so cleaned only then
@@ -69,9 +70,11 @@ class MemoryJournal:
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
+        self.typed: list[Event] = []
 
-    def append(self, event: str, t: float, **fields: Any) -> None:
-        self.events.append({"event": event, "t": t, "seq": len(self.events), **fields})
+    def append(self, ev: Event) -> None:
+        self.typed.append(ev)
+        self.events.append(to_json_obj(ev, len(self.events)))
 
     def flush(self) -> None:
         pass
@@ -81,32 +84,51 @@ class MemoryJournal:
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str, bool]]:
-    """Yield (line number, text, is_last) for the non-empty lines of the file."""
+    """Yield (line number, text, is_last) for the non-empty lines, streaming the file."""
     with open(path, encoding="utf-8", errors="replace") as fh:
-        lines = fh.read().split("\n")
-    last = max((i for i, ln in enumerate(lines) if ln.strip()), default=-1)
-    for i, ln in enumerate(lines):
-        if ln.strip():
-            yield i + 1, ln, i == last
+        held: tuple[int, str] | None = None  # one line of lookahead tells which is last
+        for i, ln in enumerate(fh, 1):
+            if not ln.strip():
+                continue
+            if held is not None:
+                yield held[0], held[1], False
+            held = (i, ln)
+        if held is not None:
+            yield held[0], held[1], True
 
 
-def read_events(path: str | Path) -> list[dict[str, Any]]:
-    """All events of a log; a torn (unparsable) last line is ignored."""
+def iter_raw(path: str | Path) -> Iterator[dict[str, Any]]:
+    """The decoded JSON objects of a log, streamed; a torn last line is ignored."""
     p = Path(path)
     if not p.is_file():
         raise LogError(f"no such log: {p}")
-    events: list[dict[str, Any]] = []
+    loads = json.loads
     for lineno, text, is_last in iter_lines(p):
         try:
-            obj = json.loads(text)
+            obj = loads(text)
         except json.JSONDecodeError:
             if is_last:
-                break
+                return
             raise LogError(f"{p}:{lineno}: not JSON") from None
         if not isinstance(obj, dict) or "event" not in obj:
             raise LogError(f"{p}:{lineno}: not an event object")
-        events.append(obj)
-    return events
+        obj["_line"] = lineno
+        yield obj
+
+
+def iter_events(path: str | Path) -> Iterator[Event]:
+    """The typed events of a log, streamed and validated (see tether.events)."""
+    for obj in iter_raw(path):
+        yield parse_event(obj, f"{path}:{obj.pop('_line')}")
+
+
+def read_events(path: str | Path) -> list[dict[str, Any]]:
+    """All events of a log as dicts; a torn (unparsable) last line is ignored."""
+    out = []
+    for obj in iter_raw(path):
+        del obj["_line"]
+        out.append(obj)
+    return out
 
 
 def repair(path: str | Path) -> int:

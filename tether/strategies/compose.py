@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -229,15 +228,10 @@ class Checked(Wrapper):
         return None
 
     def _check(self, p: Evaluate) -> tuple[str, Evaluate]:
+        problem = self.space.check_point(p.x)
+        if problem != "point is outside the bounds" or not self.clip:
+            return problem, p
         x = np.asarray(p.x, dtype=float)
-        if x.shape != (self.space.dim,):
-            return f"point has {x.size} coordinates, space has {self.space.dim}", p
-        if not all(math.isfinite(v) for v in p.x):
-            return "point has non-finite coordinates", p
-        if self.space.contains(x):
-            return "", p
-        if not self.clip:
-            return "point is outside the bounds", p
         return "", Evaluate.at(np.clip(x, self.space.lo, self.space.hi), p.tag)
 
     def on_accepted(self, proposal: Proposal, record: Record | None) -> None:

@@ -1,0 +1,172 @@
+"""The run's state as a fold over its events: the only place records change.
+
+The core decides and emits an event; :meth:`RunState.apply` updates records, the queue of
+pending evaluations and the counters; the journal writes the same event. ``--resume``
+folds the log through the same :meth:`RunState.apply`, so a live run and a replayed log
+cannot disagree (tests/unit/test_replay_equivalence.py checks this at every cut point of
+many fault-ridden runs).
+
+Worker connections (slots, who holds which attempt) are not part of this state: they are
+transport facts that end with the controller process, and workers re-announce what they
+hold when they rejoin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+from tether.events import (
+    Completed,
+    Event,
+    Failed,
+    Killed,
+    Lost,
+    Partial,
+    Proposed,
+    Requeued,
+    RunFinished,
+    RunStarted,
+    Started,
+)
+from tether.records import Record, RunView, Status
+from tether.space import Space
+
+_TERMINAL_STATUS = {"completed": Status.COMPLETED, "failed": Status.FAILED,
+                    "killed": Status.KILLED}
+
+
+class EvalQueue:
+    """Pending evaluation ids in dispatch order, with O(1) removal from anywhere.
+
+    Removal only forgets the id's token; stale deque entries are skipped when popped,
+    so re-queueing an id that still has a stale entry cannot dispatch it twice.
+    """
+
+    def __init__(self) -> None:
+        self._dq: deque[tuple[int, int]] = deque()
+        self._live: dict[int, int] = {}
+        self._token = 0
+
+    def push(self, eval_id: int, front: bool = False) -> None:
+        self._token += 1
+        self._live[eval_id] = self._token
+        if front:
+            self._dq.appendleft((eval_id, self._token))
+        else:
+            self._dq.append((eval_id, self._token))
+
+    def discard(self, eval_id: int) -> None:
+        self._live.pop(eval_id, None)
+
+    def pop(self) -> int | None:
+        while self._dq:
+            eval_id, token = self._dq.popleft()
+            if self._live.get(eval_id) == token:
+                del self._live[eval_id]
+                return eval_id
+        return None
+
+    def clear(self) -> None:
+        self._dq.clear()
+        self._live.clear()
+
+    def order(self) -> list[int]:
+        return [e for e, tok in self._dq if self._live.get(e) == tok]
+
+    def __contains__(self, eval_id: object) -> bool:
+        return eval_id in self._live
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+
+class RunState:
+    """Records, queue and counters of one run, changed only by :meth:`apply`."""
+
+    def __init__(self, space: Space, budget: int) -> None:
+        self.view = RunView(space=space, budget=budget)
+        self.queue = EvalQueue()
+        self.t0 = math.nan  # the first run_started: a resumed run keeps its clock
+        self.next_id = 0
+        self.last_improvement = 0  # n_completed when the best last improved
+        self.finished: str | None = None
+        self.n_failed = 0
+        self.n_killed = 0
+        self.fail_streak = 0  # consecutive failed evaluations (max_failures)
+        self.applied = 0  # events applied so far
+
+    def apply(self, ev: Event) -> Record | None:
+        """Fold one event into the state; return the evaluation record it touched."""
+        self.applied += 1
+        if isinstance(ev, RunStarted):
+            if math.isnan(self.t0):
+                self.t0 = ev.t
+            if ev.data.get("resumed"):
+                self.finished = None  # a finished run resumed with a larger budget
+            return None
+        if isinstance(ev, RunFinished):
+            self.finished = ev.reason
+            return None
+        if isinstance(ev, Proposed):
+            return self._proposed(ev)
+        if not isinstance(ev, (Started, Partial, Completed, Failed, Killed, Lost, Requeued)):
+            return None  # worker_joined / worker_left: connections are not run state
+        rec = self.view.records[ev.eval_id]
+        if isinstance(ev, Started):
+            self.queue.discard(ev.eval_id)
+            rec = replace(rec, status=Status.RUNNING, worker=ev.worker, attempt=ev.attempt,
+                          t_started=ev.t)
+        elif isinstance(ev, Partial):
+            rec = replace(rec, partials=(*rec.partials, ev.value))
+        elif isinstance(ev, Requeued):
+            rec = replace(rec, status=Status.PENDING, attempt=ev.attempt, worker=None)
+            self.queue.push(ev.eval_id, front=True)  # re-queued work goes first
+        elif isinstance(ev, (Completed, Failed, Killed)):
+            return self._terminal(ev, rec)
+        else:  # Lost: a fact for strategies and readers; the requeue or failure follows
+            return rec
+        self.view.put(rec)
+        return rec
+
+    def _proposed(self, ev: Proposed) -> Record:
+        rec = Record(ev.eval_id, ev.x, tag=ev.tag, t_proposed=ev.t)
+        self.view.put(rec)
+        self.next_id = max(self.next_id, ev.eval_id + 1)
+        self.queue.push(ev.eval_id)
+        return rec
+
+    def _terminal(self, ev: Completed | Failed | Killed, rec: Record) -> Record:
+        self.queue.discard(ev.eval_id)
+        status = _TERMINAL_STATUS[ev.kind]
+        value = ev.value if isinstance(ev, Completed) else None
+        error = None if isinstance(ev, Completed) else ev.error
+        best_before = self.view.best
+        rec = replace(rec, status=status, value=value, error=error,
+                      worker=ev.worker or rec.worker,
+                      failures=rec.failures + (status is Status.FAILED), t_finished=ev.t)
+        self.view.put(rec)
+        if self.view.best is not best_before:
+            self.last_improvement = self.view.n_completed
+        if status is Status.FAILED:
+            self.n_failed += 1
+            self.fail_streak += 1
+        elif status is Status.KILLED:
+            self.n_killed += 1
+        else:
+            self.fail_streak = 0
+        return rec
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the fold determines, as plain data (for equality checks)."""
+        v = self.view
+        return {
+            "records": dict(v.records), "queue": self.queue.order(), "t0": self.t0,
+            "next_id": self.next_id, "last_improvement": self.last_improvement,
+            "finished": self.finished, "n_completed": v.n_completed,
+            "n_failed": self.n_failed, "n_killed": self.n_killed,
+            "fail_streak": self.fail_streak, "in_flight": sorted(r.eval_id for r in v.pending()),
+            "best": None if v.best is None else v.best.eval_id, "applied": self.applied,
+        }

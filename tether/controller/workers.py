@@ -1,0 +1,114 @@
+"""Connected workers, their slots and what each holds: O(1) per event at any scale.
+
+A worker's slot stays busy until the worker itself says the evaluation ended, even when
+the record finished earlier (a duplicate attempt elsewhere won): the worker is still
+running it until it obeys the kill. So who-holds-what is tracked here, apart from the
+records, and is not part of the event-sourced run state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+
+@dataclass
+class WorkerState:
+    name: str
+    slots: int = 1
+    busy: dict[int, int] = field(default_factory=dict)  # eval_id -> attempt
+    draining: bool = False
+
+    @property
+    def free(self) -> int:
+        return 0 if self.draining else max(0, self.slots - len(self.busy))
+
+
+class WorkerPool:
+    """Workers by name, the free ones in round-robin order, and holders by evaluation."""
+
+    def __init__(self) -> None:
+        self.by_name: dict[str, WorkerState] = {}
+        self._free: dict[str, None] = {}  # an ordered set of workers with a free slot
+        self.holders: dict[int, dict[str, int]] = {}  # eval_id -> {worker: attempt}
+        self.n_slots = 0
+        self.n_free = 0
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name
+
+    def __len__(self) -> int:
+        return len(self.by_name)
+
+    def __getitem__(self, name: str) -> WorkerState:
+        return self.by_name[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.by_name)
+
+    def values(self) -> Iterable[WorkerState]:
+        return self.by_name.values()
+
+    def get(self, name: str) -> WorkerState | None:
+        return self.by_name.get(name)
+
+    def add(self, name: str, slots: int, draining: bool) -> WorkerState:
+        w = WorkerState(name, slots=slots, draining=draining)
+        self.by_name[name] = w
+        self.n_slots += w.slots
+        self._sync(w, 0)
+        return w
+
+    def remove(self, name: str) -> WorkerState | None:
+        w = self.by_name.pop(name, None)
+        if w is None:
+            return None
+        self.n_slots -= w.slots
+        self.n_free -= w.free
+        self._free.pop(name, None)
+        for eval_id in w.busy:
+            self._unhold(eval_id, name)
+        return w
+
+    def hold(self, w: WorkerState, eval_id: int, attempt: int) -> None:
+        before = w.free
+        w.busy[eval_id] = attempt
+        self.holders.setdefault(eval_id, {})[w.name] = attempt
+        self._free.pop(w.name, None)  # round robin: it queues up behind the others
+        self._sync(w, before)
+
+    def release(self, w: WorkerState, eval_id: int) -> None:
+        before = w.free
+        if w.busy.pop(eval_id, None) is not None:
+            self._unhold(eval_id, w.name)
+        self._sync(w, before)
+
+    def set_draining(self, w: WorkerState) -> None:
+        before = w.free
+        w.draining = True
+        self._sync(w, before)
+
+    def pick(self) -> WorkerState | None:
+        """A worker with a free slot; the one that waited longest goes first."""
+        for name in self._free:
+            return self.by_name[name]
+        return None
+
+    def holding(self, eval_id: int) -> dict[str, int]:
+        return self.holders.get(eval_id, {})
+
+    def _unhold(self, eval_id: int, name: str) -> None:
+        held = self.holders.get(eval_id)
+        if held is not None:
+            held.pop(name, None)
+            if not held:
+                del self.holders[eval_id]
+
+    def _sync(self, w: WorkerState, before: int) -> None:
+        after = w.free
+        self.n_free += after - before
+        if after > 0:
+            if w.name not in self._free:
+                self._free[w.name] = None
+        else:
+            self._free.pop(w.name, None)
