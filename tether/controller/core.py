@@ -117,6 +117,14 @@ class ControllerCore:
     def t0(self) -> float:
         return self.state.t0
 
+    def was_dispatched_to(self, eval_id: int, name: str) -> bool:
+        """Whether the log shows an attempt of ``eval_id`` started on worker ``name``."""
+        return name in self.state.dispatched.get(eval_id, ())
+
+    def key_of(self, name: str) -> str:
+        """The key id a worker name is bound to in this run ("" when none yet)."""
+        return self.state.keys.get(name, "")
+
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> None:
         self._emit(RunStarted(self._now(), dict(self.run_info)))

@@ -12,19 +12,19 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from tether.controller.core import ControllerCore, Dispatch, Finish, SendKill
+from tether.controller.core import ControllerCore
+from tether.controller.session import ControllerSession
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError, RemoteProtocolError
 from tether.events import Event
 from tether.log.journal import JournalWriter
 from tether.protocol import codec
 from tether.protocol import messages as m
-from tether.protocol.session import PeerTable
 from tether.space import Space
 from tether.strategies.base import Strategy
 
@@ -35,11 +35,10 @@ MAX_BATCH = 1000  # frames handled per loop turn, so time-driven work is never s
 
 @dataclass
 class ServerStats:
-    received: int = 0
+    """Transport counters; what the protocol refused is in ``session.stats``."""
+
     sent: int = 0
-    dropped: int = 0  # malformed, oversized or out-of-protocol frames
     unroutable: int = 0
-    drop_reasons: dict[str, int] = field(default_factory=dict)
 
 
 class ControllerServer:
@@ -53,17 +52,14 @@ class ControllerServer:
         self.journal = journal
         self.clock = clock
         self.core = ControllerCore(space, strategy, settings, journal, clock, run_info)
-        self.peers = PeerTable(settings.heartbeat, settings.liveness)
         self.epoch = secrets.token_hex(8)
-        self.names = space.names
+        self.session = ControllerSession(self.core, self.epoch, space.names)
         self.stats = ServerStats()
         self._own_ctx = context is None
         self._ctx = context or zmq.Context()
         self.sock: zmq.Socket[bytes] = self._ctx.socket(zmq.ROUTER)
         self._configure(self.sock)
         self.endpoint = self._bind(settings.bind)
-        self._acks: list[tuple[bytes, m.Ack]] = []
-        self._after: list[tuple[bytes, m.Message]] = []  # sent after the commands
 
     # ------------------------------------------------------------ setup
     def _configure(self, s: zmq.Socket[bytes]) -> None:
@@ -135,107 +131,50 @@ class ControllerServer:
                 frames = self.sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            self.stats.received += 1
             self._handle(frames)
 
     def _tick(self, now: float) -> None:
-        for peer in self.peers.expired(now):
-            log.warning("worker %s silent for %.1f s: lost", peer.name, now - peer.last_rx)
-            self.peers.remove(peer.name)
-            self.core.lost(peer.name)
-        for peer in self.peers.owed_heartbeat(now):
-            self._send(peer.rid, m.Heartbeat())
-        self.core.tick()
+        for name in self.session.tick(now):
+            log.warning("worker %s silent past the liveness window: lost", name)
 
-    # ------------------------------------------------------------ inbound
     def _handle(self, frames: list[bytes]) -> None:
         rid = frames[0]
         if len(frames) != 2:
-            return self._drop(rid, "wrong frame count")
+            self.session.drop(rid, "wrong frame count")
+            return
         try:
             msg = codec.decode(frames[1], m.WORKER_MESSAGES)
         except RemoteProtocolError as exc:
-            return self._drop(rid, str(exc))
-        now = self.clock()
-        if isinstance(msg, m.Hello):
-            return self._hello(rid, msg, now)
-        peer = self.peers.seen(rid, now)
-        if self.core.finished is not None and not isinstance(msg, (m.Result, m.Failure, m.Killed)):
-            self._send(rid, m.Terminate(self.core.finished))
-            return None
-        if peer is None:
-            self._send(rid, m.Rehello())  # e.g. we restarted: the worker must introduce itself
-            return None
-        core, name = self.core, peer.name
-        if isinstance(msg, m.Result):
-            core.completed(name, msg.eval_id, msg.attempt, msg.value)
-            self._acks.append((rid, m.Ack(msg.eval_id, msg.attempt)))
-        elif isinstance(msg, m.Failure):
-            core.failed(name, msg.eval_id, msg.attempt, msg.error)
-            self._acks.append((rid, m.Ack(msg.eval_id, msg.attempt)))
-        elif isinstance(msg, m.Killed):
-            core.killed(name, msg.eval_id, msg.attempt, msg.reason or "killed")
-            self._acks.append((rid, m.Ack(msg.eval_id, msg.attempt)))
-        elif isinstance(msg, m.Partial):
-            core.partial(name, msg.eval_id, msg.attempt, msg.value)
-        elif isinstance(msg, m.Drain):
-            core.drain(name)
-            # after anything already dispatched to it (see _flush_and_send): once the
-            # worker reads this, nothing else is on its way and it may leave
-            self._after.append((rid, m.Drained()))
-        elif isinstance(msg, m.Goodbye):
-            self.peers.remove(name)
-            core.leave(name, msg.reason or "goodbye")
-        return None
-
-    def _hello(self, rid: bytes, hello: m.Hello, now: float) -> None:
-        self.peers.add(rid, hello, now)
-        s = self.settings
-        self._send(rid, m.Welcome(self.epoch, s.heartbeat, s.liveness, self.names))
-        if self.core.finished is not None:
-            self._send(rid, m.Terminate(self.core.finished))
+            self.session.drop(rid, str(exc))
+            log.warning("dropped a message from %s: %s", rid.hex(), exc)
             return
-        self.core.join(hello.name, hello.slots, hello.running)
-
-    def _drop(self, rid: bytes, reason: str) -> None:
-        self.stats.dropped += 1
-        key = reason.split(":")[0][:40]
-        self.stats.drop_reasons[key] = self.stats.drop_reasons.get(key, 0) + 1
-        log.warning("dropped a message from %s: %s", rid.hex(), reason)
+        before = self.session.stats.dropped
+        self.session.receive(rid, msg, self.clock())
+        if self.session.stats.dropped != before and self.session.last_refusal is not None:
+            log.warning("refused a message from %s: %s", rid.hex(), self.session.last_refusal[1])
 
     # ------------------------------------------------------------ outbound
     def _flush_and_send(self) -> None:
         self.journal.flush()  # before any ACK or dispatch leaves: see module docstring
-        cmds = self.core.take_commands()
-        for rid, ack in self._acks:
-            self._send(rid, ack)
-        self._acks.clear()
-        for cmd in cmds:
-            if isinstance(cmd, Dispatch):
-                self._to(cmd.worker, m.Evaluate(cmd.eval_id, cmd.attempt, cmd.x, cmd.timeout))
-            elif isinstance(cmd, SendKill):
-                self._to(cmd.worker, m.Kill(cmd.eval_id, cmd.attempt, cmd.reason))
-            elif isinstance(cmd, Finish):
-                pass  # goodbyes go out once the loop ends
-        for rid, msg in self._after:
-            self._send(rid, msg)
-        self._after.clear()
-
-    def _to(self, name: str, msg: m.Message) -> None:
-        peer = self.peers.by_name.get(name)
-        if peer is not None:
-            self._send(peer.rid, msg)
+        while True:
+            out = self.session.outgoing()
+            if not out:
+                return
+            for rid, msg in out:
+                self._send(rid, msg)
+            # a refused dispatch re-queued its evaluation: its events must be written
+            # before anything that follows from them leaves
+            self.journal.flush()
 
     def _send(self, rid: bytes, msg: m.Message) -> None:
         try:
             self.sock.send_multipart([rid, codec.encode(msg)], zmq.NOBLOCK)
         except zmq.ZMQError:  # EHOSTUNREACH (gone) or EAGAIN (peer's queue full)
             self.stats.unroutable += 1
+            self.session.undeliverable(rid, msg)
             return
         self.stats.sent += 1
-        peer = self.peers.by_rid.get(rid)
-        if peer is not None:
-            peer.last_tx = self.clock()
+        self.session.sent(rid, self.clock())
 
     def _linger(self, poller: zmq.Poller, seconds: float) -> None:
         """After the end, tell workers that (re)connect late that the run is over."""
@@ -247,6 +186,5 @@ class ControllerServer:
             self._flush_and_send()
 
     def _say_goodbye(self) -> None:
-        reason = self.core.finished or "run over"
-        for peer in list(self.peers.by_rid.values()):
-            self._send(peer.rid, m.Terminate(reason))
+        for rid, msg in self.session.goodbyes():
+            self._send(rid, msg)

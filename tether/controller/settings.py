@@ -33,6 +33,8 @@ class RunSettings:
     patience: int | None = None
     grace: float | None = None  # wait after --resume for in-flight evals; default: liveness window
     max_failures: int | None = None  # consecutive failures that end the run; None: 3 x slots + 10
+    max_unproven: int = 1024  # connected workers that never answered an evaluate
+    hello_rate: float = 1000.0  # new worker identities admitted per second (burst as much)
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -49,6 +51,8 @@ class RunSettings:
             v = getattr(self, name)
             if v is not None and not (v > 0 and math.isfinite(v)):
                 raise ConfigError(f"[run] {name} must be a positive number, got {v}")
+        if self.max_unproven < 1 or not (self.hello_rate > 0 and math.isfinite(self.hello_rate)):
+            raise ConfigError("[run] max_unproven must be >= 1 and hello_rate > 0")
         if self.max_failures is not None and self.max_failures < 1:
             raise ConfigError(f"[run] max_failures must be >= 1, got {self.max_failures}")
         if self.target is not None and not math.isfinite(self.target):
@@ -71,6 +75,7 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "max_retries": (int,), "heartbeat": (int, float), "liveness": (int,),
     "max_time": (int, float), "target": (int, float), "patience": (int,),
     "grace": (int, float), "max_failures": (int,),
+    "max_unproven": (int,), "hello_rate": (int, float),
 }
 
 

@@ -30,6 +30,7 @@ from tether.events import (
     RunFinished,
     RunStarted,
     Started,
+    WorkerJoined,
 )
 from tether.records import Record, RunView, Status
 from tether.space import Space
@@ -97,6 +98,8 @@ class RunState:
         self.n_killed = 0
         self.fail_streak = 0  # consecutive failed evaluations (max_failures)
         self.applied = 0  # events applied so far
+        self.dispatched: dict[int, set[str]] = {}  # eval_id -> workers it was started on
+        self.keys: dict[str, str] = {}  # worker name -> the key id that first used it
 
     def apply(self, ev: Event) -> Record | None:
         """Fold one event into the state; return the evaluation record it touched."""
@@ -112,11 +115,16 @@ class RunState:
             return None
         if isinstance(ev, Proposed):
             return self._proposed(ev)
+        if isinstance(ev, WorkerJoined):
+            if ev.key:
+                self.keys.setdefault(ev.worker, ev.key)
+            return None
         if not isinstance(ev, (Started, Partial, Completed, Failed, Killed, Lost, Requeued)):
             return None  # worker_joined / worker_left: connections are not run state
         rec = self.view.records[ev.eval_id]
         if isinstance(ev, Started):
             self.queue.discard(ev.eval_id)
+            self.dispatched.setdefault(ev.eval_id, set()).add(ev.worker)
             rec = replace(rec, status=Status.RUNNING, worker=ev.worker, attempt=ev.attempt,
                           t_started=ev.t)
         elif isinstance(ev, Partial):
@@ -169,4 +177,6 @@ class RunState:
             "n_failed": self.n_failed, "n_killed": self.n_killed,
             "fail_streak": self.fail_streak, "in_flight": sorted(r.eval_id for r in v.pending()),
             "best": None if v.best is None else v.best.eval_id, "applied": self.applied,
+            "dispatched": {k: sorted(w) for k, w in self.dispatched.items()},
+            "keys": dict(self.keys),
         }

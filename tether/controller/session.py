@@ -1,0 +1,228 @@
+"""The controller's protocol rules, sans IO: messages and time in, ordered replies out.
+
+The server loop only moves bytes and reads the clock; every decision about the wire
+lives here and is tested message by message in memory (tests/unit/test_controller_session.py):
+
+- handshake: ``hello`` -> ``welcome`` (or ``terminate`` once the run is over); an
+  unknown connection that speaks without a handshake gets ``rehello``;
+- ownership: an outcome or partial counts only from a worker that holds an attempt of
+  that evaluation (dispatched to it, or adopted through the reconnect rules); a
+  ``hello`` may claim only evaluations the log shows were dispatched to that name; a
+  name held by a live, heartbeating session cannot be taken by another session;
+- bounded resources: at most ``max_unproven`` connections that never answered an
+  ``evaluate``, and at most ``hello_rate`` new identities per second;
+- ordering: ACKs go out after the journal holds what they acknowledge (the server
+  flushes before :meth:`outgoing`), then the core's commands, then ``drained`` replies,
+  which must follow every dispatch made before them;
+- liveness: heartbeats owed and peers expired.
+
+Everything refused is dropped and counted by reason (``stats``), never raised.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from tether.controller.core import ControllerCore, Dispatch, SendKill
+from tether.protocol import messages as m
+from tether.protocol.session import Peer, PeerTable
+
+Outbound = tuple[bytes, m.Message]
+INFO_KEYS, INFO_TEXT = 16, 200  # limits on report(**info) entries that reach the log
+
+
+@dataclass
+class SessionStats:
+    received: int = 0
+    dropped: int = 0
+    refused: dict[str, int] = field(default_factory=dict)  # reason -> count
+
+    def refuse(self, reason: str) -> None:
+        self.dropped += 1
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+
+
+class ControllerSession:
+    def __init__(self, core: ControllerCore, epoch: str, names: tuple[str, ...]) -> None:
+        s = core.settings
+        max_unproven, hello_rate = s.max_unproven, s.hello_rate
+        self.core = core
+        self.peers = PeerTable(s.heartbeat, s.liveness)
+        self.welcome = m.Welcome(epoch, s.heartbeat, s.liveness, names)
+        self.stats = SessionStats()
+        self.max_unproven = max_unproven
+        self.hello_rate = hello_rate
+        self._bucket, self._bucket_t = hello_rate, -math.inf
+        self._proven: set[str] = set()  # names that answered at least one evaluate
+        self._unproven: set[str] = set()  # connected names not in _proven
+        self._acks: list[Outbound] = []
+        self._after: list[Outbound] = []  # sent after the commands
+        self._replies: list[Outbound] = []  # sent first (welcome, rehello, terminate)
+        self.last_refusal: tuple[bytes, str] | None = None
+
+    # ------------------------------------------------------------ inbound
+    def receive(self, rid: bytes, msg: m.Message, now: float, key: str = "") -> None:
+        """Apply one decoded message from connection ``rid`` (``key``: its CURVE key id)."""
+        self.stats.received += 1
+        if isinstance(msg, m.Hello):
+            self._hello(rid, msg, now, key)
+            return
+        peer = self.peers.seen(rid, now)
+        finished = self.core.finished
+        if finished is not None and not isinstance(msg, (m.Result, m.Failure, m.Killed)):
+            self._replies.append((rid, m.Terminate(finished)))
+            return
+        if peer is None:
+            self._replies.append((rid, m.Rehello()))  # e.g. we restarted: introduce yourself
+            return
+        if isinstance(msg, (m.Result, m.Failure, m.Killed)):
+            self._outcome(rid, peer, msg)
+        elif isinstance(msg, m.Partial):
+            if self._owns(peer, msg.eval_id, "partial"):
+                self.core.partial(peer.name, msg.eval_id, msg.attempt, msg.value,
+                                  _clean_info(msg.info))
+        elif isinstance(msg, m.Drain):
+            self.core.drain(peer.name)
+            # once the worker reads this, nothing else is on its way and it may leave
+            self._after.append((rid, m.Drained()))
+        elif isinstance(msg, m.Goodbye):
+            self._forget(peer.name)
+            self.core.leave(peer.name, msg.reason or "goodbye")
+
+    def drop(self, rid: bytes, reason: str) -> None:
+        """A frame the codec refused (malformed, oversized, unknown type)."""
+        self._refuse(rid, reason.split(":")[0][:40])
+
+    def _outcome(self, rid: bytes, peer: Peer, msg: m.Result | m.Failure | m.Killed) -> None:
+        # ACK even a refused outcome: the sender must not resend it forever
+        self._acks.append((rid, m.Ack(msg.eval_id, msg.attempt)))
+        w = self.core.workers.get(peer.name)
+        if isinstance(msg, m.Killed) and (w is None or msg.eval_id not in w.busy):
+            return  # an honest answer to a stale kill: nothing to count
+        if not self._owns(peer, msg.eval_id, "outcome"):
+            return
+        self._proven.add(peer.name)
+        self._unproven.discard(peer.name)
+        core, name = self.core, peer.name
+        if isinstance(msg, m.Result):
+            core.completed(name, msg.eval_id, msg.attempt, msg.value)
+        elif isinstance(msg, m.Failure):
+            core.failed(name, msg.eval_id, msg.attempt, msg.error)
+        else:
+            core.killed(name, msg.eval_id, msg.attempt, msg.reason or "killed")
+
+    def _owns(self, peer: Peer, eval_id: int, what: str) -> bool:
+        w = self.core.workers.get(peer.name)
+        if w is not None and eval_id in w.busy:
+            return True
+        self._refuse(peer.rid, f"{what} for an evaluation it does not hold")
+        return False
+
+    # ------------------------------------------------------------ handshake
+    def _hello(self, rid: bytes, hello: m.Hello, now: float, key: str) -> None:
+        known = self.peers.by_rid.get(rid)
+        old = self.peers.by_name.get(hello.name)
+        if known is None and not self._admit(rid, now):
+            return
+        if (old is not None and old.rid != rid and old.session != hello.session
+                and now - old.last_rx <= self.peers.heartbeat * self.peers.liveness):
+            self._refuse(rid, "name held by a live session")
+            return
+        bound = self.core.key_of(hello.name)
+        if key and bound and bound != key:
+            self._refuse(rid, "name bound to another key")
+            return
+        replaced = self.peers.add(rid, hello, now)
+        if replaced is not None and replaced.name != hello.name:
+            self._unproven.discard(replaced.name)
+        if hello.name not in self._proven:
+            self._unproven.add(hello.name)
+        self._replies.append((rid, self.welcome))
+        if self.core.finished is not None:
+            self._replies.append((rid, m.Terminate(self.core.finished)))
+            return
+        claims = [(e, a) for e, a in hello.running if self.core.was_dispatched_to(e, hello.name)]
+        if len(claims) < len(hello.running):
+            self._refuse(rid, "hello claims evaluations never dispatched to it")
+        self.core.join(hello.name, hello.slots, claims, key=key)
+
+    def _admit(self, rid: bytes, now: float) -> bool:
+        """Bound what strangers can hold: new identities per second and idle newcomers."""
+        self._bucket = min(self.hello_rate, self._bucket + (now - self._bucket_t) * self.hello_rate)
+        self._bucket_t = now
+        if self._bucket < 1.0:
+            self._refuse(rid, "hello rate limit")
+            return False
+        if len(self._unproven) >= self.max_unproven:
+            self._refuse(rid, "too many workers that never answered")
+            return False
+        self._bucket -= 1.0
+        return True
+
+    def _forget(self, name: str) -> None:
+        self.peers.remove(name)
+        self._unproven.discard(name)
+
+    def _refuse(self, rid: bytes, reason: str) -> None:
+        self.stats.refuse(reason)
+        self.last_refusal = (rid, reason)
+
+    # ------------------------------------------------------------ time
+    def tick(self, now: float) -> list[str]:
+        """Declare silent peers lost, queue owed heartbeats; return the names lost."""
+        lost = []
+        for peer in self.peers.expired(now):
+            self._forget(peer.name)
+            self.core.lost(peer.name)
+            lost.append(peer.name)
+        for peer in self.peers.owed_heartbeat(now):
+            self._replies.append((peer.rid, m.Heartbeat()))
+        self.core.tick()
+        return lost
+
+    # ------------------------------------------------------------ outbound
+    def outgoing(self) -> list[Outbound]:
+        """Everything to send now, in protocol order. Call after the journal is flushed."""
+        out = self._replies + self._acks
+        self._replies, self._acks = [], []
+        for cmd in self.core.take_commands():
+            peer = self.peers.by_name.get(getattr(cmd, "worker", ""))
+            if peer is None:
+                continue
+            if isinstance(cmd, Dispatch):
+                out.append((peer.rid, m.Evaluate(cmd.eval_id, cmd.attempt, cmd.x, cmd.timeout)))
+            elif isinstance(cmd, SendKill):
+                out.append((peer.rid, m.Kill(cmd.eval_id, cmd.attempt, cmd.reason)))
+        out += self._after
+        self._after = []
+        return out
+
+    def undeliverable(self, rid: bytes, msg: m.Message) -> None:
+        """The socket refused ``msg`` (peer gone or its queue full)."""
+        peer = self.peers.by_rid.get(rid)
+        if isinstance(msg, m.Evaluate) and peer is not None:
+            self.core.dispatch_failed(peer.name, msg.eval_id, msg.attempt)
+
+    def sent(self, rid: bytes, now: float) -> None:
+        peer = self.peers.by_rid.get(rid)
+        if peer is not None:
+            peer.last_tx = now
+
+    def goodbyes(self) -> list[Outbound]:
+        reason = self.core.finished or "run over"
+        return [(p.rid, m.Terminate(reason)) for p in self.peers.by_rid.values()]
+
+
+def _clean_info(info: dict[str, Any]) -> dict[str, Any]:
+    """Scalar ``report(**info)`` entries, bounded, that cannot clash with event fields."""
+    out: dict[str, Any] = {}
+    for k, v in list(info.items())[:INFO_KEYS]:
+        if not isinstance(k, str) or len(k) > 64 or k in ("event", "t", "seq"):
+            continue
+        if isinstance(v, (bool, int)) or (isinstance(v, float) and math.isfinite(v)):
+            out[k] = v
+        elif isinstance(v, str):
+            out[k] = v[:INFO_TEXT]
+    return out
