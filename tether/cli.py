@@ -38,6 +38,11 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--drain", type=float, default=0.0, metavar="SECONDS",
                    help="take no new work when less walltime than this remains")
     w.add_argument("--name", help="worker name in the log (default host:pid)")
+    w.add_argument("--slots", default="1", metavar="N|auto",
+                   help="evaluations at once over one connection (auto: the job's cores)")
+    w.add_argument("--max-wait", type=float, metavar="SECONDS",
+                   help="exit 3 after this long without a controller (default: 600 in a "
+                        "Slurm/PBS job, else wait forever; 0: forever)")
 
     lg = sub.add_parser("log", help="read an evaluation log")
     ls = lg.add_subparsers(dest="log_command", required=True)

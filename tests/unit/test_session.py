@@ -346,3 +346,61 @@ def test_peer_table_owed_heartbeat() -> None:
     pt.by_name["a"].last_tx = 1.0
     assert [p.name for p in pt.owed_heartbeat(1.5)] == ["b"]
     assert {p.name for p in pt.owed_heartbeat(2.0)} == {"a", "b"}
+
+
+# ------------------------------------------------------------------ walltime and leaving
+def test_walltime_drain_then_leave_once_drained_and_idle() -> None:
+    s = WorkerSession("w", "sess", slots=2, t_end=100.0, drain=10.0)
+    s.hello(0.0)
+    s.receive(WELCOME, 0.0)
+    assert s.check_walltime(50.0, idle=True, connected=True) == []
+    (drain,) = s.check_walltime(91.0, idle=False, connected=True)
+    assert isinstance(drain, m.Drain) and drain.remaining == 9.0 and s.slots == 0
+    # a reconnect now must offer no slots
+    assert s.hello(92.0).slots == 0
+    s.receive(WELCOME, 92.0)
+    # still running: stay, even once drained
+    s.receive(m.Drained(), 92.5)
+    assert s.check_walltime(93.0, idle=False, connected=True) == []
+    out = s.check_walltime(94.0, idle=True, connected=True)
+    assert out == [m.Goodbye("walltime", ()), Exit("walltime")] and s.left == "walltime"
+    assert s.check_walltime(95.0, idle=True, connected=True) == []  # only once
+
+
+def test_walltime_leave_waits_for_drained_or_the_end() -> None:
+    s = WorkerSession("w", "sess", t_end=100.0, drain=10.0)
+    s.hello(0.0)
+    s.receive(WELCOME, 0.0)
+    s.check_walltime(95.0, idle=True, connected=True)
+    # a dispatch may still cross our Drain: without Drained we wait ...
+    assert s.check_walltime(96.0, idle=True, connected=True) == []
+    # ... until the walltime itself is over, or the link is down
+    assert s.check_walltime(96.0, idle=True, connected=False)[-1] == Exit("walltime")
+
+
+def test_walltime_leave_waits_for_unacknowledged_outcomes() -> None:
+    s = WorkerSession("w", "sess", t_end=100.0, drain=10.0)
+    s.hello(0.0)
+    s.receive(WELCOME, 0.0)
+    s.receive(m.Evaluate(1, 0, (0.5,)), 1.0)
+    s.finished(m.Result(1, 0, 2.0), 2.0)
+    s.check_walltime(95.0, idle=True, connected=True)
+    s.receive(m.Drained(), 95.0)
+    assert s.check_walltime(96.0, idle=True, connected=True) == []
+    s.receive(m.Ack(1, 0), 96.5)
+    assert s.check_walltime(97.0, idle=True, connected=True)[-1] == Exit("walltime")
+
+
+def test_leave_abandons_running_work_in_the_goodbye() -> None:
+    s = ready(0.0)
+    s.receive(m.Evaluate(4, 1, (0.5,)), 1.0)
+    out = s.leave("interrupted", ((4, 1),), 2.0)
+    assert out == [m.Goodbye("interrupted", ((4, 1),)), Exit("interrupted")]
+    assert s.running == {} and s.leave("again", (), 3.0) == []
+
+
+def test_started_inside_the_drain_window_offers_no_slots() -> None:
+    s = WorkerSession("w", "sess", slots=4, t_end=5.0, drain=10.0)
+    assert s.hello(0.0).slots == 0
+    s.receive(WELCOME, 0.1)
+    assert s.drained

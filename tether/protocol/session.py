@@ -58,8 +58,9 @@ class WorkerSession:
     CONNECTING, READY = "connecting", "ready"
 
     def __init__(self, name: str, session: str, slots: int = 1, host: str = "", pid: int = 0,
-                 job: str = "", hello_timeout: float = 5.0) -> None:
-        self.name, self.session, self.slots = name, session, slots
+                 job: str = "", hello_timeout: float = 5.0, t_end: float | None = None,
+                 drain: float = 0.0) -> None:
+        self.name, self.session, self.capacity = name, session, max(1, slots)
         self.host, self.pid, self.job = host, pid, job
         self.hello_timeout = hello_timeout
         self.state = self.CONNECTING
@@ -71,10 +72,19 @@ class WorkerSession:
         self.outbox: dict[tuple[int, int], Outcome] = {}
         self.last_rx = self.last_tx = 0.0
         self.drained = False  # the controller confirmed it sends us no more work
+        self.t_end, self.drain_margin = t_end, drain  # walltime end on the caller's clock
+        self.draining = slots == 0  # no slots offered: take no work at all
+        self.left: str | None = None  # why we said goodbye
 
+    @property
+    def slots(self) -> int:
+        """What the hello offers: 0 once draining (a reconnect must say so too)."""
+        return 0 if self.draining else self.capacity
     # ------------------------------------------------------------ handshake
     def hello(self, now: float) -> m.Hello:
         """The message that opens a (new) connection."""
+        if self.t_end is not None and self.t_end - now <= self.drain_margin:
+            self.draining = True  # started inside its drain window: take no work at all
         self.state = self.CONNECTING
         self.last_rx = self.last_tx = now
         held = tuple(sorted(set(self.running) | set(self.outbox)))
@@ -149,6 +159,35 @@ class WorkerSession:
         if now - self.last_tx >= self.heartbeat:
             return self._sent([m.Heartbeat()], now)
         return []
+
+    def check_walltime(self, now: float, idle: bool, connected: bool) -> list[Effect]:
+        """Drain when the walltime is near; leave once nothing more can come or is owed.
+
+        A dispatch may cross our ``drain`` on the wire; the controller answers it with
+        ``drained`` after everything it sent before, so then nothing else is coming.
+        """
+        if self.t_end is None or self.left is not None:
+            return []
+        left = self.t_end - now
+        out: list[Effect] = []
+        if not self.draining and left <= self.drain_margin:
+            self.draining = True
+            if self.state == self.READY:
+                out += self._sent([m.Drain(max(0.0, left))], now)
+        settled = self.drained or not connected or left <= 0
+        if self.draining and settled and idle and not self.outbox:
+            out += self.leave("walltime", (), now)
+        return out
+
+    def leave(self, reason: str, abandoned: tuple[tuple[int, int], ...],
+              now: float) -> list[Effect]:
+        """Say goodbye (what we abandon goes back to the queue without a retry) and exit."""
+        if self.left is not None:
+            return []
+        self.left = reason
+        for key in abandoned:
+            self.running.pop(key, None)
+        return [*self._sent([m.Goodbye(reason, abandoned)], now), Exit(reason)]
 
     def silent(self, now: float) -> bool:
         """Whether the controller has been silent past the window (the agent then checks

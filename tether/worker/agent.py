@@ -15,8 +15,10 @@ import os
 import random
 import signal
 import socket
+import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -46,11 +48,19 @@ class WorkerOptions:
     backoff_max: float = 30.0
     hello_timeout: float = 2.0
     address_poll: float = 0.2  # seconds between reads of a missing --address-file
+    slots: int = 1  # evaluations run at once over this one connection (a node agent)
+    max_wait: float | None = None  # give up (exit 3) after this long without a controller
+
+#: the address file's second line once the run is over (``finished REASON``)
+FINISHED_MARK = "finished"
+#: exit status when no controller answered for --max-wait seconds
+EXIT_NO_CONTROLLER = 3
 
 
 class WorkerAgent:
     def __init__(self, evaluator: Evaluator, opts: WorkerOptions,
-                 context: zmq.Context[Any] | None = None) -> None:
+                 context: zmq.Context[Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         if not opts.connect and not opts.address_file:
             raise ConfigError("give --connect tcp://HOST:PORT or --address-file PATH")
         self.evaluator = evaluator
@@ -58,8 +68,12 @@ class WorkerAgent:
         host = socket.gethostname()
         self.name = opts.name or f"{host}:{os.getpid()}"
         job = os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID") or ""
-        self.session = WorkerSession(self.name, uuid.uuid4().hex, 1, host, os.getpid(), job,
-                                     hello_timeout=opts.hello_timeout)
+        self.clock = clock
+        now = clock()
+        t_end = now + opts.walltime if opts.walltime else None
+        self.session = WorkerSession(self.name, uuid.uuid4().hex, opts.slots, host, os.getpid(),
+                                     job, hello_timeout=opts.hello_timeout, t_end=t_end,
+                                     drain=opts.drain)
         # an owned context is terminated on exit: that is what lets a Goodbye leave
         self._own_ctx = context is None
         self.ctx = context or zmq.Context()
@@ -67,33 +81,35 @@ class WorkerAgent:
         self.runs: dict[tuple[int, int], Running] = {}
         self.dying: list[Running] = []  # killed, still being reaped
         self.held: dict[tuple[int, int], tuple[Done, float]] = {}  # signalled, undecided
-        self.t_end = time.monotonic() + opts.walltime if opts.walltime else None
-        self.draining = False
-        if self.t_end is not None and self.t_end - time.monotonic() <= opts.drain:
-            self.draining = True  # started inside its drain window: take no work at all
-            self.session.slots = 0
         self.exit_reason: str | None = None
+        self.exit_code = 0
         self._attempts = 0
         self._reconnect_at = 0.0
-        self._sigterm = False
+        self._signal: str | None = None  # "sigterm" or "interrupted", set by the handler
+        self._heard = now  # when the controller last answered (for --max-wait)
+        self._lost_at: float | None = now  # since when we have had no controller
+        self._endpoint_now = ""
 
     # ------------------------------------------------------------ public
     def run(self) -> int:
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
             while self.exit_reason is None:
                 self._turn()
-            return 0
+            return self.exit_code
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             self._shutdown()
 
-    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        self._sigterm = True
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Ctrl-C leaves like the batch system's SIGTERM: goodbye, no retry spent
+        self._signal = "sigterm" if signum == signal.SIGTERM else "interrupted"
 
     # ------------------------------------------------------------ one loop turn
     def _turn(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if self.sock is None and now >= self._reconnect_at:
             self._connect(now)
         timeout = 0.05 if self.sock is None else min(0.1, self.session.next_deadline(now))
@@ -107,9 +123,9 @@ class WorkerAgent:
             poller.poll(int(timeout * 1000) + 1)
         else:  # disconnected and idle: nothing can wake us before the next reconnect
             time.sleep(max(0.0, min(timeout, self._reconnect_at - now)))
-        now = time.monotonic()
-        if self._sigterm:  # the job is ending: what dies with us is abandoned, not failed
-            self._leave("sigterm", now)
+        now = self.clock()
+        if self._signal:  # the job is ending: what dies with us is abandoned, not failed
+            self._leave(self._signal, now)
             return
         self._read_socket(now)
         self._poll_runs(now)
@@ -118,7 +134,9 @@ class WorkerAgent:
             # with IMMEDIATE, POLLOUT means a live connection (ZMTP heartbeats answered)
             linked = self.session.silent(now) and bool(self.sock.poll(0, zmq.POLLOUT))
             self._do(self.session.tick(now, linked), now)
-        self._check_walltime(now)
+        idle = not self.runs and not self.held
+        self._do(self.session.check_walltime(now, idle, self.sock is not None), now)
+        self._check_max_wait(now)
 
     def _read_socket(self, now: float) -> None:
         while self.sock is not None:
@@ -131,9 +149,13 @@ class WorkerAgent:
             except RemoteProtocolError as exc:
                 log.warning("dropped a bad message from the controller: %s", exc)
                 continue
+            self._heard = now
             if isinstance(msg, m.Welcome):
                 self._attempts = 0
-                log.info("joined controller (epoch %s)", msg.epoch)
+                if self._lost_at is not None:
+                    log.warning("joined the controller at %s after %.0f s", self._endpoint_now,
+                                now - self._lost_at)
+                self._lost_at = None
             self._do(self.session.receive(msg, now), now)
 
     def _poll_runs(self, now: float) -> None:
@@ -175,7 +197,10 @@ class WorkerAgent:
             elif isinstance(eff, StopEval):
                 self._stop((eff.eval_id, eff.attempt), eff.reason, now)
             elif isinstance(eff, Reconnect):
-                log.warning("reconnecting: %s", eff.reason)
+                if self._lost_at is None:
+                    self._lost_at = now
+                    log.warning("lost the controller at %s (%s); waiting for it",
+                                self._endpoint_now, eff.reason)
                 self._disconnect(now)
             elif isinstance(eff, Exit):
                 self.exit_reason = eff.reason
@@ -202,13 +227,21 @@ class WorkerAgent:
         if self.opts.connect:
             return self.opts.connect
         try:
-            text = Path(self.opts.address_file or "").read_text().strip()
+            lines = Path(self.opts.address_file or "").read_text().split("\n")
         except OSError:
             return None
-        return text or None
+        mark = next((ln for ln in lines[1:] if ln.startswith(FINISHED_MARK)), None)
+        if mark is not None and not self.session.running and not self.session.outbox:
+            # the run this address belonged to is over: a late worker has nothing to do
+            self.exit_reason = f"the run already finished ({mark[len(FINISHED_MARK):].strip()})"
+            return None
+        return lines[0].strip() or None
 
     def _connect(self, now: float) -> None:
         endpoint = self._endpoint()
+        if endpoint is not None and endpoint != self._endpoint_now:
+            log.warning("waiting for the controller at %s", endpoint)
+            self._endpoint_now = endpoint
         if endpoint is None:
             # The controller has not written its address yet (it may be importing
             # TensorFlow). Reading a file costs the controller nothing, so poll it at a
@@ -236,8 +269,8 @@ class WorkerAgent:
         self._send(hello)
 
     def _wait_connected(self, s: zmq.Socket[bytes], limit: float) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
+        deadline = self.clock() + limit
+        while self.clock() < deadline:
             if s.poll(20, zmq.POLLOUT):
                 return
 
@@ -253,23 +286,15 @@ class WorkerAgent:
         self._attempts += 1
 
     # ------------------------------------------------------------ walltime and exit
-    def _check_walltime(self, now: float) -> None:
-        if self._sigterm:
-            self._leave("sigterm", now)
+    def _check_max_wait(self, now: float) -> None:
+        limit = self.opts.max_wait
+        if limit is None or self._lost_at is None or now - self._heard < limit:
             return
-        if self.t_end is None:
-            return
-        left = self.t_end - now
-        if not self.draining and left <= self.opts.drain:
-            self.draining = True
-            self.session.slots = 0  # a Hello after a reconnect must say so too
-            log.info("%.0f s of walltime left: draining", left)
-            self._send(m.Drain(max(0.0, left)))
-        # A dispatch may cross our Drain on the wire; the controller answers the Drain
-        # with Drained after everything it sent before, so then nothing else is coming.
-        settled = self.session.drained or self.sock is None or left <= 0
-        if self.draining and settled and not self.runs and not self.session.outbox:
-            self._leave("walltime", now)
+        where = self._endpoint_now or self.opts.address_file or "?"
+        print(f"tether worker {self.name}: no controller answered at {where} for "
+              f"{limit:.0f} s; giving up (--max-wait)", file=sys.stderr, flush=True)
+        self.exit_code = EXIT_NO_CONTROLLER
+        self.exit_reason = "no controller (--max-wait)"
 
     def _leave(self, reason: str, now: float) -> None:
         self.held.clear()  # their programs died with the job: abandoned like the rest
@@ -278,17 +303,16 @@ class WorkerAgent:
             run = self.runs.pop(key)
             run.kill(now)
             self.dying.append(run)
-        self._send(m.Goodbye(reason, abandoned))
-        self.exit_reason = reason
+        self._do(self.session.leave(reason, abandoned, now), now)
 
     def _shutdown(self) -> None:
         runs = [*self.runs.values(), *self.dying]
         for hard, wait in ((False, 2.0), (True, 5.0)):  # polite first, then SIGKILL
-            deadline = time.monotonic() + wait
+            deadline = self.clock() + wait
             for r in runs:
-                r.kill(time.monotonic(), hard=hard)
-            while runs and time.monotonic() < deadline:
-                runs = [r for r in runs if not _reap(r, time.monotonic())]
+                r.kill(self.clock(), hard=hard)
+            while runs and self.clock() < deadline:
+                runs = [r for r in runs if not _reap(r, self.clock())]
                 if runs:
                     time.sleep(0.01)  # reaping children: nothing to wait on but their exit
         self.evaluator.close()

@@ -14,6 +14,7 @@ import math
 import multiprocessing as mp
 import os
 import shlex
+import shutil
 import signal
 import string
 import subprocess
@@ -75,8 +76,47 @@ def parse_number(text: str) -> float | None:
 
 
 # ----------------------------------------------------------------- Python functions
+class _Child:
+    """One persistent child process running the objective (spawned, not forked)."""
+
+    def __init__(self, ctx: Any, target: str, start_timeout: float) -> None:
+        parent, child = ctx.Pipe()
+        self.proc = ctx.Process(target=pychild.main, args=(child, target), daemon=True)
+        self.proc.start()
+        child.close()
+        if not parent.poll(start_timeout):
+            self.proc.kill()
+            raise ConfigError(f"--python {target}: the child did not start in time")
+        status = parent.recv()
+        if status[0] != "ready":
+            self.proc.join(1)
+            raise ConfigError(f"--python {target}: {status[1]}")
+        self.conn: Connection = parent
+
+    def alive(self) -> bool:
+        return bool(self.proc.is_alive())
+
+    def kill(self) -> None:
+        # the child may be mid-function and ignores SIGTERM (see pychild): end it for sure
+        self.proc.kill()
+        self.proc.join()
+        self.conn.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(None)
+        self.proc.join(1)
+        if self.proc.is_alive():
+            self.proc.kill()
+
+
 class PythonEvaluator:
-    """Runs ``module:function`` in a persistent child process (spawned, not forked)."""
+    """Runs ``module:function`` in persistent child processes, one per busy slot.
+
+    The first child starts at once, so a bad target is reported before the worker
+    connects; more start when more evaluations run at the same time (``--slots``). A
+    killed evaluation's child is killed with it; a finished one's child is reused.
+    """
 
     def __init__(self, target: str, start_timeout: float = 60.0) -> None:
         if ":" not in target:
@@ -84,84 +124,64 @@ class PythonEvaluator:
         self.target = target
         self.start_timeout = start_timeout
         self._ctx = mp.get_context("spawn")
-        self._child: Any = None
-        self._conn: Connection | None = None
-        self._spawn()
+        self._idle: list[_Child] = [self._spawn()]
 
-    def _spawn(self) -> None:
-        parent, child = self._ctx.Pipe()
-        proc = self._ctx.Process(target=pychild.main, args=(child, self.target), daemon=True)
-        proc.start()
-        child.close()
-        if not parent.poll(self.start_timeout):
-            proc.kill()
-            raise ConfigError(f"--python {self.target}: the child did not start in time")
-        status = parent.recv()
-        if status[0] != "ready":
-            proc.join(1)
-            raise ConfigError(f"--python {self.target}: {status[1]}")
-        self._child, self._conn = proc, parent
+    def _spawn(self) -> _Child:
+        return _Child(self._ctx, self.target, self.start_timeout)
 
     def start(self, eval_id: int, x: Sequence[float], names: Sequence[str]) -> Running:
-        if self._child is None or not self._child.is_alive():
-            self._spawn()
-        assert self._conn is not None
-        self._conn.send((eval_id, list(x)))
-        return _PythonRun(self)
+        child = None
+        while self._idle and child is None:
+            c = self._idle.pop()
+            child = c if c.alive() else None
+        if child is None:
+            child = self._spawn()
+        child.conn.send((eval_id, list(x)))
+        return _PythonRun(self, child)
 
-    def _killed(self) -> None:
-        # the child may be mid-function and ignores SIGTERM (see pychild): end it for sure
-        if self._child is not None:
-            self._child.kill()
-            self._child.join()
-        if self._conn is not None:
-            self._conn.close()
-        self._child = self._conn = None
+    def _release(self, child: _Child) -> None:
+        self._idle.append(child)
 
     def close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(OSError):
-                self._conn.send(None)
-        if self._child is not None:
-            self._child.join(1)
-            if self._child.is_alive():
-                self._child.kill()
-        self._child = self._conn = None
+        for child in self._idle:
+            child.close()
+        self._idle.clear()
 
 
 class _PythonRun:
-    def __init__(self, ev: PythonEvaluator) -> None:
+    def __init__(self, ev: PythonEvaluator, child: _Child) -> None:
         self.ev = ev
-        self.conn = ev._conn
+        self.child = child
         self.done = False
 
     def fds(self) -> list[int]:
-        return [] if self.done or self.conn is None else [self.conn.fileno()]
+        return [] if self.done else [self.child.conn.fileno()]
 
     def poll(self, now: float) -> list[Output]:
         out: list[Output] = []
-        conn = self.conn
-        while not self.done and conn is not None:
+        conn = self.child.conn
+        while not self.done:
             try:
                 if not conn.poll():
                     break
                 kind, payload = conn.recv()
             except (EOFError, OSError):
                 self.done = True
-                self.ev._killed()
+                self.child.kill()
                 out.append(Done(False, error="the Python evaluation process died"))
                 break
             if kind == "partial":
                 out.append(PartialOut(payload[0], payload[1]))
             else:
                 self.done = True
+                self.ev._release(self.child)
                 out.append(Done(True, payload) if kind == "value" else Done(False, error=payload))
         return out
 
     def kill(self, now: float, hard: bool = False) -> None:
         if not self.done:
             self.done = True
-            self.ev._killed()
+            self.child.kill()
 
     def reaped(self) -> bool:
         return self.done
@@ -180,6 +200,7 @@ class CommandEvaluator:
             raise ConfigError("--command is empty")
         self.fields = {f for a in self.argv for _, f, _, _ in string.Formatter().parse(a) if f}
         self.kill_grace = kill_grace
+        _check_program(self.argv[0])
 
     def check_names(self, names: Sequence[str]) -> str:
         unknown = self.fields - set(names) - {"eval_id"}
@@ -321,6 +342,17 @@ class _CommandRun:
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, sig)
+
+
+def _check_program(prog: str) -> None:
+    """A program that cannot run would fail every evaluation: say so before connecting."""
+    if "{" in prog:
+        return  # chosen per evaluation
+    path = prog if os.sep in prog else shutil.which(prog)
+    if path is None or not os.path.exists(path):
+        raise ConfigError(f"--command: program {prog!r} not found")
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise ConfigError(f"--command: program {prog!r} is not executable")
 
 
 def _with_tail(msg: str, tail: str) -> str:

@@ -3,18 +3,51 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from tether.errors import ConfigError
 from tether.worker.agent import WorkerAgent, WorkerOptions
 from tether.worker.evaluators import make_evaluator
 from tether.worker.walltime import job_seconds_left
 
+#: --max-wait inside a Slurm/PBS job when not given: a worker whose run is gone must not
+#: burn its allocation waiting
+BATCH_MAX_WAIT = 600.0
+
+
+def parse_slots(text: str) -> int:
+    """``--slots N`` or ``auto``: the cores the batch job gave this node, else the machine's."""
+    if text == "auto":
+        for var in ("SLURM_CPUS_ON_NODE", "PBS_NCPUS", "NCPUS"):
+            v = os.environ.get(var, "")
+            if v.isdigit() and int(v) > 0:
+                return int(v)
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+            os.cpu_count() or 1)
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"--slots must be a positive integer or auto, got {text!r}")
+    return n
+
+
+def in_batch_job() -> bool:
+    return bool(os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID"))
+
 
 def run_worker(a: argparse.Namespace) -> int:
     walltime = a.walltime if a.walltime is not None else job_seconds_left()
+    slots = parse_slots(a.slots)
+    max_wait = a.max_wait if a.max_wait is not None else (
+        BATCH_MAX_WAIT if in_batch_job() else None)
+    if max_wait is not None and max_wait <= 0:
+        max_wait = None  # --max-wait 0: wait forever
     evaluator = make_evaluator(a.python, a.command)
     opts = WorkerOptions(connect=a.connect, address_file=a.address_file, name=a.name,
-                         walltime=walltime, drain=a.drain)
+                         walltime=walltime, drain=a.drain, slots=slots, max_wait=max_wait)
     agent = WorkerAgent(evaluator, opts)
     code = agent.run()
     print(f"tether worker {agent.name}: {agent.exit_reason}", file=sys.stderr, flush=True)

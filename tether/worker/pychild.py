@@ -5,13 +5,18 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import os
 import signal
+import sys
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
 
 def load(target: str) -> Any:
+    # as ``python -m`` does: a module next to where the worker was started is found
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     mod_name, _, attr = target.partition(":")
     module = importlib.import_module(mod_name)
     fn = module

@@ -1,0 +1,184 @@
+"""The controller's protocol rules, message by message, in memory (no sockets)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tether.controller.core import ControllerCore
+from tether.controller.session import ControllerSession
+from tether.controller.settings import RunSettings
+from tether.log.journal import MemoryJournal
+from tether.protocol import messages as m
+from tether.space import Space
+from tether.strategies.sampling import RandomSampling
+
+SPACE = Space.unit(2)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(budget: int = 10, **run: Any) -> tuple[ControllerSession, MemoryJournal, Clock]:
+    clock = Clock()
+    journal = MemoryJournal()
+    core = ControllerCore(SPACE, RandomSampling(SPACE, seed=1),
+                          RunSettings(budget=budget, **run), journal, clock)
+    core.start()
+    return ControllerSession(core, "epoch1", SPACE.names), journal, clock
+
+
+def hello(name: str, session: str = "s", running: tuple[tuple[int, int], ...] = (),
+          slots: int = 1) -> m.Hello:
+    return m.Hello(name, session, slots, running)
+
+
+def sent(sess: ControllerSession) -> list[tuple[bytes, m.Message]]:
+    return sess.outgoing()
+
+
+def evaluates(out: list[tuple[bytes, m.Message]], rid: bytes) -> list[m.Evaluate]:
+    return [msg for r, msg in out if r == rid and isinstance(msg, m.Evaluate)]
+
+
+def test_handshake_welcome_then_work() -> None:
+    sess, _, clock = make()
+    sess.receive(b"A", hello("a"), clock.t)
+    out = sent(sess)
+    assert isinstance(out[0][1], m.Welcome) and out[0][0] == b"A"
+    assert len(evaluates(out, b"A")) == 1
+
+
+def test_unknown_connection_gets_rehello() -> None:
+    sess, _, clock = make()
+    sess.receive(b"X", m.Heartbeat(), clock.t)
+    assert sent(sess) == [(b"X", m.Rehello())]
+
+
+def test_after_the_end_everyone_gets_terminate_but_outcomes_are_acked() -> None:
+    sess, _, clock = make(budget=1)
+    sess.receive(b"A", hello("a"), clock.t)
+    (ev,) = evaluates(sent(sess), b"A")
+    sess.receive(b"A", m.Result(ev.eval_id, ev.attempt, 1.0), clock.t)
+    out = sent(sess)
+    assert (b"A", m.Ack(ev.eval_id, ev.attempt)) in out
+    assert sess.core.finished == "budget"
+    sess.receive(b"B", m.Heartbeat(), clock.t)
+    assert sent(sess) == [(b"B", m.Terminate("budget"))]
+    sess.receive(b"C", hello("c"), clock.t)
+    out = sent(sess)
+    assert [type(msg) for _, msg in out] == [m.Welcome, m.Terminate]
+
+
+def test_ack_goes_out_before_the_next_dispatch_and_drained_after_it() -> None:
+    sess, _, clock = make()
+    sess.receive(b"A", hello("a"), clock.t)
+    (ev,) = evaluates(sent(sess), b"A")
+    sess.receive(b"A", m.Result(ev.eval_id, ev.attempt, 0.5), clock.t)
+    sess.receive(b"A", m.Drain(10.0), clock.t)
+    kinds = [type(msg) for _, msg in sent(sess)]
+    # the result freed the slot before the drain arrived: the next point was dispatched,
+    # and Drained follows it, so the worker knows nothing else is on its way
+    assert kinds == [m.Ack, m.Evaluate, m.Drained]
+
+
+def test_outcome_from_a_worker_that_does_not_hold_the_evaluation_is_refused() -> None:
+    sess, journal, clock = make()
+    sess.receive(b"A", hello("a"), clock.t)
+    (ev,) = evaluates(sent(sess), b"A")
+    sess.receive(b"M", hello("mallory"), clock.t)
+    sent(sess)
+    sess.receive(b"M", m.Result(ev.eval_id, ev.attempt, -1e9), clock.t)
+    sess.receive(b"M", m.Result(999, 0, -1e9), clock.t)
+    sess.receive(b"M", m.Partial(ev.eval_id, ev.attempt, -1e9), clock.t)
+    assert not journal.of("completed") and not journal.of("partial")
+    assert sess.stats.refused == {"outcome for an evaluation it does not hold": 2,
+                                  "partial for an evaluation it does not hold": 1}
+    sess.receive(b"A", m.Result(ev.eval_id, ev.attempt, 0.25), clock.t)
+    assert [e["value"] for e in journal.of("completed")] == [0.25]
+
+
+def test_hello_may_claim_only_evaluations_dispatched_to_that_name() -> None:
+    sess, journal, clock = make()
+    sess.receive(b"A", hello("a"), clock.t)
+    (ev,) = evaluates(sent(sess), b"A")
+    sess.receive(b"M", hello("mallory", running=((ev.eval_id, 0), (77, 0))), clock.t)
+    assert sess.stats.refused == {"hello claims evaluations never dispatched to it": 1}
+    assert not [e for e in journal.of("started") if e["worker"] == "mallory"
+                and e["eval_id"] == ev.eval_id]
+    # the rightful worker reconnects from a new connection and keeps its evaluation
+    sess.receive(b"A2", hello("a", running=((ev.eval_id, 0),)), clock.t)
+    assert sess.stats.refused.get("name held by a live session") is None
+    assert ev.eval_id in sess.core.workers["a"].busy
+
+
+def test_a_live_name_cannot_be_taken_by_another_session() -> None:
+    sess, journal, clock = make()
+    sess.receive(b"A", hello("a", session="s1"), clock.t)
+    sent(sess)
+    clock.t += 1.0
+    sess.receive(b"M", hello("a", session="evil"), clock.t)
+    assert sess.stats.refused == {"name held by a live session": 1}
+    assert sent(sess) == []  # no welcome
+    # once the old session has gone silent past the window, a restart may take the name
+    clock.t += 10.0
+    sess.receive(b"A3", hello("a", session="s2"), clock.t)
+    assert isinstance(sent(sess)[0][1], m.Welcome)
+
+
+def test_strangers_are_bounded() -> None:
+    sess, _, clock = make(max_unproven=3, hello_rate=1000.0)
+    for i in range(5):
+        sess.receive(bytes([i]), hello(f"ghost{i}"), clock.t)
+    assert sess.stats.refused == {"too many workers that never answered": 2}
+    sess2, _, clock2 = make(hello_rate=2.0)
+    for i in range(5):
+        sess2.receive(bytes([i]), hello(f"g{i}"), clock2.t)
+    assert sess2.stats.refused == {"hello rate limit": 3}
+    clock2.t += 1.0  # the bucket refills
+    sess2.receive(b"z", hello("late"), clock2.t)
+    assert sess2.stats.refused == {"hello rate limit": 3}
+
+
+def test_silent_peer_is_lost_and_heartbeats_are_owed() -> None:
+    sess, journal, clock = make(heartbeat=1.0, liveness=3)
+    sess.receive(b"A", hello("a"), clock.t)
+    sent(sess)
+    clock.t += 1.5
+    assert sess.tick(clock.t) == []
+    assert (b"A", m.Heartbeat()) in sent(sess)
+    clock.t += 2.0
+    assert sess.tick(clock.t) == ["a"]
+    assert journal.of("worker_left")[-1]["reason"] == "lost"
+
+
+def test_undeliverable_dispatch_is_requeued_at_once() -> None:
+    sess, journal, clock = make()
+    sess.receive(b"A", hello("a"), clock.t)
+    (ev,) = evaluates(sent(sess), b"A")
+    sess.undeliverable(b"A", ev)
+    (req,) = journal.of("requeued")
+    assert req["eval_id"] == ev.eval_id and req["reason"] == "dispatch refused by the transport"
+    assert journal.of("lost") == []  # no retry spent
+
+
+def test_report_info_reaches_the_partial_event_cleaned() -> None:
+    sess, journal, clock = make()
+    sess.receive(b"A", hello("a"), clock.t)
+    (ev,) = evaluates(sent(sess), b"A")
+    info = {"epoch": 3, "lr": 0.1, "note": "x" * 500, "bad": [1, 2], "seq": 9}
+    sess.receive(b"A", m.Partial(ev.eval_id, ev.attempt, 0.7, info), clock.t)
+    (p,) = journal.of("partial")
+    assert p["epoch"] == 3 and p["lr"] == 0.1 and len(p["note"]) == 200
+    assert "bad" not in p and p["seq"] != 9 and p["value"] == 0.7
+
+
+def test_malformed_frames_are_counted_by_reason() -> None:
+    sess, _, _ = make()
+    sess.drop(b"X", "not msgpack: junk")
+    sess.drop(b"Y", "not msgpack: other junk")
+    assert sess.stats.refused == {"not msgpack": 2} and sess.stats.dropped == 2
