@@ -117,7 +117,7 @@ def test_hello_may_claim_only_evaluations_dispatched_to_that_name() -> None:
 
 
 def test_a_live_name_cannot_be_taken_by_another_session() -> None:
-    sess, journal, clock = make()
+    sess, _journal, clock = make()
     sess.receive(b"A", hello("a", session="s1"), clock.t)
     sent(sess)
     clock.t += 1.0

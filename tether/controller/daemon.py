@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from tether import __version__
 from tether.controller.core import ControllerCore
+from tether.controller.progress import Progress
 from tether.controller.server import ControllerServer
 from tether.controller.settings import Config, RunSettings, load_config, parse_config
 from tether.errors import ConfigError, LogError
@@ -20,6 +25,7 @@ from tether.log.journal import JournalWriter, iter_events, iter_lines, repair
 from tether.space import Space
 from tether.strategies import create
 from tether.strategies.warmstart import apply_warm_start
+from tether.worker.agent import FINISHED_MARK
 
 log = logging.getLogger("tether.controller")
 
@@ -143,12 +149,23 @@ def already_finished(head: LogHead, budget: int) -> str | None:
     return reason
 
 
+#: exit status of a controller stopped by SIGTERM: interrupted, continue with --resume
+EXIT_RESUMABLE = 75
+EXIT_INTERRUPTED = 130
+
+
 def run_controller(args: ControllerArgs) -> int:
     config, head = build(args)
     if head is not None and (reason := already_finished(head, config.run.budget)):
         print(f"the run in {config.run.log} already finished ({reason}); nothing to do "
               "(raise --budget to extend it)", flush=True)
         return 0
+    if args.config is None and head is None:
+        print("no config given: a 2-D unit box (x0, x1), strategy random, budget "
+              f"{config.run.budget} (see docs/cli.md for a config file)", file=sys.stderr,
+              flush=True)
+    if config.strategy in ("async-bo", "batch-bo"):
+        print("loading the model library (TensorFlow, GPflow) ...", file=sys.stderr, flush=True)
     strategy = create(config.strategy, config.space, config.run.budget, config.strategy_options)
     # prior data is not in this run's log: on --resume it comes from the same old log again
     warm = args.warm_start or (head.last_start.get("warm_start") if head else None)
@@ -157,23 +174,68 @@ def run_controller(args: ControllerArgs) -> int:
         info["warm_start"] = str(Path(warm).resolve())
         info["warm_start_records"] = apply_warm_start(strategy, warm, config.space)
     journal = JournalWriter(config.run.log, start_seq=head.n_events if head else 0)
-    server = ControllerServer(config.space, strategy, config.run, journal, info)
+    progress = Progress(config.run.budget, config.run.progress)
+    server = ControllerServer(config.space, strategy, config.run, journal, info,
+                              progress=progress)
     try:
         where = advertised(server.endpoint)
         print(f"tether controller listening on {where}, log {config.run.log}", file=sys.stderr,
               flush=True)
-        if args.address_file:
-            tmp = Path(args.address_file + ".tmp")
-            tmp.write_text(where + "\n")
-            tmp.replace(args.address_file)  # atomic: a worker never reads half an address
         try:
             server.start(iter_events(head.path) if head else None)
         except LogError as exc:
             raise ConfigError(f"--resume: {exc}") from None
-        reason = server.run()
+        if head is not None:
+            print(resumed_line(server.core), file=sys.stderr, flush=True)
+        if args.address_file:
+            write_address(args.address_file, where)
+        with stop_on_signals(server):
+            reason = server.run()
     finally:
         server.close()
+    if server.stop_requested is not None:
+        st = server.core.state
+        print(f"controller {server.stop_requested}: {st.view.n_completed} completed, "
+              f"{st.view.n_in_flight} in flight; the log {config.run.log} is intact: "
+              "continue with --resume", file=sys.stderr, flush=True)
+        return EXIT_INTERRUPTED if server.stop_requested == "interrupted" else EXIT_RESUMABLE
+    if args.address_file and not reason.startswith(RETRYABLE):
+        mark_finished(args.address_file, where, reason)
     return report_end(server.core, config)
+
+
+def resumed_line(core: ControllerCore) -> str:
+    v = core.view
+    running = sum(1 for r in v.pending() if r.worker)
+    left = max(0, core.settings.budget - v.n_completed)
+    return (f"resumed: {v.n_completed} completed so far, {core.state.n_failed} failed, "
+            f"{running} in flight (waiting for their workers), {left} of the budget left")
+
+
+def write_address(path: str, where: str, extra: str = "") -> None:
+    tmp = Path(path + ".tmp")
+    tmp.write_text(where + "\n" + extra)
+    tmp.replace(path)  # atomic: a worker never reads half an address
+
+
+def mark_finished(path: str, where: str, reason: str) -> None:
+    """Late workers that read the address file exit at once (see worker.agent)."""
+    write_address(path, where, f"{FINISHED_MARK} {reason}\n")
+
+
+@contextlib.contextmanager
+def stop_on_signals(server: ControllerServer) -> Iterator[None]:
+    """SIGTERM (a batch job's end) and Ctrl-C stop the loop cleanly, log flushed."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        server.stop_requested = "interrupted" if signum == signal.SIGINT else "stopped (SIGTERM)"
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def report_end(core: ControllerCore, config: Config) -> int:

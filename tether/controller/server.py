@@ -18,6 +18,7 @@ from typing import Any
 import zmq
 
 from tether.controller.core import ControllerCore
+from tether.controller.progress import Progress, Tee
 from tether.controller.session import ControllerSession
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError, RemoteProtocolError
@@ -47,11 +48,15 @@ class ControllerServer:
     def __init__(self, space: Space, strategy: Strategy, settings: RunSettings,
                  journal: JournalWriter, run_info: dict[str, Any],
                  clock: Callable[[], float] = time.time,
-                 context: zmq.Context[Any] | None = None) -> None:
+                 context: zmq.Context[Any] | None = None,
+                 progress: Progress | None = None) -> None:
         self.settings = settings
         self.journal = journal
         self.clock = clock
-        self.core = ControllerCore(space, strategy, settings, journal, clock, run_info)
+        self.progress = progress
+        sink = Tee(journal, progress) if progress is not None else journal
+        self.core = ControllerCore(space, strategy, settings, sink, clock, run_info)
+        self.stop_requested: str | None = None  # set from a signal handler
         self.epoch = secrets.token_hex(8)
         self.session = ControllerSession(self.core, self.epoch, space.names)
         self.stats = ServerStats()
@@ -90,6 +95,12 @@ class ControllerServer:
         else:
             self.core.resume(resume_events, self.settings.resume_grace)
         self.journal.flush()
+        if self.progress is not None:
+            st = self.core.state
+            self.progress.completed, self.progress.failed = st.view.n_completed, st.n_failed
+            self.progress.set_running(sum(1 for r in st.view.pending() if r.worker))
+            best = st.view.best
+            self.progress.best = best.value if best is not None else None
 
     def run(self) -> str:
         """Serve until the run finishes; return the reason it finished."""
@@ -98,7 +109,7 @@ class ControllerServer:
         tick_every = min(0.1, self.settings.heartbeat / 4)
         next_tick = 0.0
         try:
-            while self.core.finished is None:
+            while self.core.finished is None and self.stop_requested is None:
                 if poller.poll(int(tick_every * 1000)):
                     self._drain()
                     # what the messages caused goes out before any heartbeat: a worker
@@ -106,17 +117,26 @@ class ControllerServer:
                     self._flush_and_send()
                 now = self.clock()
                 if now >= next_tick:
-                    self._tick(now)
+                    # read what waited while we were busy (a long ask) before judging
+                    # anyone silent: their heartbeats are in there
+                    self._drain()
+                    self._tick(self.clock())
                     next_tick = now + tick_every
                 self._flush_and_send()
                 # idle (nothing waiting): ask ahead so the next free worker need not wait
                 if not poller.poll(0) and self.core.prepare():
                     self._flush_and_send()
             self._flush_and_send()
+            if self.stop_requested is not None:
+                # no goodbye: workers keep evaluating and keep their outcomes until the
+                # next controller generation acknowledges them (resumable, nothing lost)
+                return self.stop_requested
             self._say_goodbye()
             self._linger(poller, min(1.0, self.settings.heartbeat))
         finally:
             self.journal.flush()
+            if self.progress is not None:
+                self.progress.close()
         return self.core.finished or ""
 
     def close(self) -> None:
@@ -136,6 +156,8 @@ class ControllerServer:
     def _tick(self, now: float) -> None:
         for name in self.session.tick(now):
             log.warning("worker %s silent past the liveness window: lost", name)
+        if self.progress is not None:
+            self.progress.tick()
 
     def _handle(self, frames: list[bytes]) -> None:
         rid = frames[0]
@@ -150,11 +172,14 @@ class ControllerServer:
             return
         before = self.session.stats.dropped
         self.session.receive(rid, msg, self.clock())
+        for to, reply in self.session.take_replies():
+            self._send(to, reply)
         if self.session.stats.dropped != before and self.session.last_refusal is not None:
             log.warning("refused a message from %s: %s", rid.hex(), self.session.last_refusal[1])
 
     # ------------------------------------------------------------ outbound
     def _flush_and_send(self) -> None:
+        self.session.settle()
         self.journal.flush()  # before any ACK or dispatch leaves: see module docstring
         while True:
             out = self.session.outgoing()

@@ -61,6 +61,7 @@ class ControllerSession:
         self._after: list[Outbound] = []  # sent after the commands
         self._replies: list[Outbound] = []  # sent first (welcome, rehello, terminate)
         self.last_refusal: tuple[bytes, str] | None = None
+        self._joins: list[tuple[str, int, list[tuple[int, int]], str]] = []
 
     # ------------------------------------------------------------ inbound
     def receive(self, rid: bytes, msg: m.Message, now: float, key: str = "") -> None:
@@ -69,6 +70,7 @@ class ControllerSession:
         if isinstance(msg, m.Hello):
             self._hello(rid, msg, now, key)
             return
+        self.settle()  # a deferred join comes before anything its worker says next
         peer = self.peers.seen(rid, now)
         finished = self.core.finished
         if finished is not None and not isinstance(msg, (m.Result, m.Failure, m.Killed)):
@@ -146,7 +148,16 @@ class ControllerSession:
         claims = [(e, a) for e, a in hello.running if self.core.was_dispatched_to(e, hello.name)]
         if len(claims) < len(hello.running):
             self._refuse(rid, "hello claims evaluations never dispatched to it")
-        self.core.join(hello.name, hello.slots, claims, key=key)
+        # joining may ask the strategy (a model fit can take seconds): the welcome goes
+        # out first (take_replies), so the worker's handshake never waits for an ask
+        self._joins.append((hello.name, hello.slots, claims, key))
+
+    def settle(self) -> None:
+        """Carry out deferred joins (call before flushing the journal and sending)."""
+        joins, self._joins = self._joins, []
+        for name, slots, claims, key in joins:
+            if self.peers.by_name.get(name) is not None:
+                self.core.join(name, slots, claims, key=key)
 
     def _admit(self, rid: bytes, now: float) -> bool:
         """Bound what strangers can hold: new identities per second and idle newcomers."""
@@ -177,6 +188,7 @@ class ControllerSession:
             self._forget(peer.name)
             self.core.lost(peer.name)
             lost.append(peer.name)
+        self.settle()
         for peer in self.peers.owed_heartbeat(now):
             self._replies.append((peer.rid, m.Heartbeat()))
         self.core.tick()
@@ -185,6 +197,7 @@ class ControllerSession:
     # ------------------------------------------------------------ outbound
     def outgoing(self) -> list[Outbound]:
         """Everything to send now, in protocol order. Call after the journal is flushed."""
+        self.settle()
         out = self._replies + self._acks
         self._replies, self._acks = [], []
         for cmd in self.core.take_commands():
@@ -197,6 +210,12 @@ class ControllerSession:
                 out.append((peer.rid, m.Kill(cmd.eval_id, cmd.attempt, cmd.reason)))
         out += self._after
         self._after = []
+        return out
+
+    def take_replies(self) -> list[Outbound]:
+        """Replies that need nothing from the journal (welcome, rehello, terminate,
+        heartbeats): the transport may send them at once."""
+        out, self._replies = self._replies, []
         return out
 
     def undeliverable(self, rid: bytes, msg: m.Message) -> None:

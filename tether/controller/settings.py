@@ -35,6 +35,7 @@ class RunSettings:
     max_failures: int | None = None  # consecutive failures that end the run; None: 3 x slots + 10
     max_unproven: int = 1024  # connected workers that never answered an evaluate
     hello_rate: float = 1000.0  # new worker identities admitted per second (burst as much)
+    progress: float = 30.0  # seconds between plain progress lines off a terminal; 0: quiet
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -53,6 +54,8 @@ class RunSettings:
                 raise ConfigError(f"[run] {name} must be a positive number, got {v}")
         if self.max_unproven < 1 or not (self.hello_rate > 0 and math.isfinite(self.hello_rate)):
             raise ConfigError("[run] max_unproven must be >= 1 and hello_rate > 0")
+        if not (self.progress >= 0 and math.isfinite(self.progress)):
+            raise ConfigError(f"[run] progress must be >= 0 seconds, got {self.progress}")
         if self.max_failures is not None and self.max_failures < 1:
             raise ConfigError(f"[run] max_failures must be >= 1, got {self.max_failures}")
         if self.target is not None and not math.isfinite(self.target):
@@ -75,7 +78,7 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "max_retries": (int,), "heartbeat": (int, float), "liveness": (int,),
     "max_time": (int, float), "target": (int, float), "patience": (int,),
     "grace": (int, float), "max_failures": (int,),
-    "max_unproven": (int,), "hello_rate": (int, float),
+    "max_unproven": (int,), "hello_rate": (int, float), "progress": (int, float),
 }
 
 

@@ -1,0 +1,135 @@
+"""What a running controller prints: progress and failures, read off the event stream.
+
+On a terminal a live tqdm line (completed/budget, running, best, rate, time left at this
+rate); elsewhere (a daemon, a batch job's output file) one plain line every
+``[run] progress`` seconds. Each failed evaluation's first error line is printed too,
+at most a few per ``FAIL_WINDOW`` seconds with a count of what was held back, so an
+always-failing objective is visible at once without flooding the output.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from typing import IO, Any
+
+from tether.events import Completed, Event, Failed, Killed, Started
+
+FAIL_WINDOW, FAILS_PER_WINDOW = 10.0, 3
+
+
+class Progress:
+    def __init__(self, budget: int, every: float, out: IO[str] | None = None,
+                 clock: Callable[[], float] = time.monotonic, live: bool | None = None) -> None:
+        self.out = out or sys.stderr
+        self.budget = budget
+        self.every = every
+        self.clock = clock
+        self.live = self.out.isatty() if live is None else live
+        self.completed = self.failed = self.running = 0
+        self.best: float | None = None
+        self._t0 = clock()
+        self._next = self._t0 + every
+        self._fail_window_end = -math.inf
+        self._fails_shown = self._fails_held = 0
+        self._bar: Any = None
+        if self.live and every > 0:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=budget, file=self.out, unit="eval", dynamic_ncols=True,
+                             desc="tether", leave=True)
+
+    # ------------------------------------------------------------ the event stream
+    def append(self, ev: Event) -> None:
+        if isinstance(ev, Started):
+            self.running += 1
+        elif isinstance(ev, (Completed, Failed, Killed)):
+            self.running = max(0, self.running - 1)
+            if isinstance(ev, Completed):
+                self.completed += 1
+                self.best = ev.value if self.best is None else min(self.best, ev.value)
+                if self._bar is not None:
+                    self._bar.update(1)
+            elif isinstance(ev, Failed):
+                self.failed += 1
+                self._show_failure(ev)
+
+    def set_running(self, n: int) -> None:
+        self.running = n
+
+    def _show_failure(self, ev: Failed) -> None:
+        now = self.clock()
+        if now >= self._fail_window_end:
+            if self._fails_held:
+                self._say(f"... {self._fails_held} more failures not shown")
+            self._fail_window_end, self._fails_shown, self._fails_held = now + FAIL_WINDOW, 0, 0
+        if self._fails_shown < FAILS_PER_WINDOW:
+            self._fails_shown += 1
+            first = (ev.error.strip().splitlines() or ["failed"])[0][:200]
+            self._say(f"evaluation {ev.eval_id} failed on {ev.worker or '?'}: {first}")
+        else:
+            self._fails_held += 1
+
+    # ------------------------------------------------------------ time
+    def tick(self) -> None:
+        if self.every <= 0:
+            return
+        now = self.clock()
+        if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)
+            self._bar.refresh()
+            return
+        if now >= self._next:
+            self._next = now + self.every
+            self._say(self.line(now))
+
+    def line(self, now: float) -> str:
+        rate = self.completed / max(1e-9, now - self._t0)
+        left = self.budget - self.completed
+        eta = f", ~{_duration(left / rate)} left" if rate > 0 and left > 0 else ""
+        return (f"progress: {self.completed}/{self.budget} completed, {self.running} running, "
+                f"{self.failed} failed, best {_fmt(self.best)}, {rate * 3600:.0f}/h{eta}")
+
+    def _postfix(self) -> str:
+        return f"running {self.running}, failed {self.failed}, best {_fmt(self.best)}"
+
+    def _say(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=self.out)
+        else:
+            print(text, file=self.out, flush=True)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class Tee:
+    """A journal that also shows each event to observers (progress, status)."""
+
+    def __init__(self, journal: Any, *observers: Any) -> None:
+        self.journal = journal
+        self.observers = observers
+
+    def append(self, ev: Event) -> None:
+        self.journal.append(ev)
+        for obs in self.observers:
+            obs.append(ev)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.journal, name)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.6g}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
