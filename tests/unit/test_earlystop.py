@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 import numpy as np
 
 from tether.controller.local import SimulatedController
@@ -40,10 +42,11 @@ def test_nothing_is_judged_before_min_steps_or_without_enough_others() -> None:
 def test_simulated_learning_curves_stop_bad_points_early() -> None:
     space = Space.unit(1)
 
-    def curve(x: np.ndarray) -> tuple[float, list[float]]:
+    def curve(x: np.ndarray, report: Callable[..., None]) -> float:
         final = float(x[0])  # lower x learns to a lower loss
-        steps = [final + 1.0 / (k + 1) for k in range(5)]
-        return final, steps
+        for k in range(5):
+            report(final + 1.0 / (k + 1), step=k)
+        return final
 
     s = MedianStopping(RandomSampling(space, seed=4), min_steps=1, min_others=3)
     res = SimulatedController(space, s, curve, workers=4, settings=RunSettings(budget=30)).run()

@@ -234,11 +234,13 @@ def test_repair_then_append_keeps_seq_gap_free(tmp_path: Path) -> None:
 SPACE = Space(("a", "b"), (-1.0, 0.0), (1.0, 2.0))
 
 
-def objective(x: np.ndarray) -> Any:
+def objective(x: np.ndarray, report: Any) -> float:
     if x[0] > 0.8:
         raise ValueError("too far right")
     v = float((x[0] - 0.1) ** 2 + (x[1] - 0.5) ** 2)
-    return v, [v + 2.0, v + 1.0]
+    report(v + 2.0)
+    report(v + 1.0)
+    return v
 
 
 def sim_log(tmp_path: Path, budget: int = 20) -> tuple[Path, Any]:

@@ -35,7 +35,7 @@ def main(conn: Connection, target: str) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         fn = load(target)
-        takes_report = _accepts_report(fn)
+        takes_report = accepts_report(fn)
     except Exception as exc:
         conn.send(("error", f"cannot load {target}: {type(exc).__name__}: {exc}"))
         return
@@ -52,7 +52,18 @@ def main(conn: Connection, target: str) -> None:
         _run(conn, fn, takes_report, np.asarray(job[1], dtype=float))
 
 
-def _accepts_report(fn: Any) -> bool:
+def objective_value(raw: Any) -> float:
+    """The one rule for what an objective may return: a finite float (or a number)."""
+    if isinstance(raw, (tuple, list)):
+        raise TypeError("the objective returned a sequence: return a float, and stream "
+                        "partial results with report(value)")
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(f"objective returned a non-finite value: {value}")
+    return value
+
+
+def accepts_report(fn: Any) -> bool:
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -66,13 +77,10 @@ def _run(conn: Connection, fn: Any, takes_report: bool, x: Any) -> None:
 
     try:
         raw = fn(x, report=report) if takes_report else fn(x)
-        value = float(raw)
+        value = objective_value(raw)
     except Exception as exc:
         tb = traceback.format_exc(limit=8)
         conn.send(("error", f"{type(exc).__name__}: {exc}\n{tb}"))
-        return
-    if not math.isfinite(value):
-        conn.send(("error", f"objective returned a non-finite value: {value}"))
         return
     conn.send(("value", value))
 

@@ -1,0 +1,112 @@
+"""The simulated-time controller: many workers, out-of-order completions, in milliseconds.
+
+POAP's SimTeamController idea: each evaluation takes a duration given by a user function,
+time jumps from one completion to the next, so N workers finishing out of order are
+reproduced deterministically. Partial results the objective reports are spread evenly
+over its simulated duration.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tether.controller.core import Command, Dispatch, Finish, SendKill
+from tether.controller.inprocess import InProcessController, Objective, accepts_report, evaluate
+from tether.controller.settings import RunSettings
+from tether.space import Space
+from tether.strategies.base import Strategy
+
+
+@dataclass(order=True)
+class _Pending:
+    t: float
+    seq: int
+    kind: str = field(compare=False)  # "partial" | "done" | "timeout"
+    worker: str = field(compare=False)
+    eval_id: int = field(compare=False)
+    attempt: int = field(compare=False)
+    value: float = field(compare=False, default=0.0)
+    error: str = field(compare=False, default="")
+
+
+class SimulatedController(InProcessController):
+    """Runs a strategy against ``workers`` simulated workers in simulated time.
+
+    ``duration(x)`` gives each evaluation's length in simulated seconds (default 1).
+    An objective that raises (or returns what a worker would refuse) produces a failed
+    record, as on real workers.
+    """
+
+    prefix = "sim"
+
+    def __init__(self, space: Space, strategy: Strategy, objective: Objective, *,
+                 workers: int = 4, settings: RunSettings | None = None,
+                 duration: Callable[[np.ndarray], float] | None = None) -> None:
+        self.now = 0.0
+        super().__init__(space, strategy, settings, lambda: self.now, workers)
+        self.objective = objective
+        self._reports = accepts_report(objective)
+        self.duration = duration or (lambda x: 1.0)
+        self._heap: list[_Pending] = []
+        self._seq = 0
+
+    def _obey(self, commands: list[Command]) -> None:
+        for cmd in commands:
+            if isinstance(cmd, Dispatch):
+                self._start(cmd)
+            elif isinstance(cmd, SendKill):
+                self._heap = [e for e in self._heap
+                              if not (e.eval_id == cmd.eval_id and e.worker == cmd.worker)]
+                heapq.heapify(self._heap)
+                self.core.killed(cmd.worker, cmd.eval_id, cmd.attempt, cmd.reason)
+            elif isinstance(cmd, Finish):
+                self._heap.clear()
+
+    def _ask_ahead(self) -> bool:
+        return self.core.prepare()  # as the daemon does when idle
+
+    def _busy(self) -> bool:
+        return bool(self._heap)
+
+    def _wait_and_deliver(self) -> None:
+        ev = heapq.heappop(self._heap)
+        self.now = max(self.now, ev.t)
+        if ev.kind == "timeout":
+            return  # the tick that follows kills it if it still runs
+        if ev.kind == "partial":
+            self.core.partial(ev.worker, ev.eval_id, ev.attempt, ev.value)
+        elif ev.error:
+            self.core.failed(ev.worker, ev.eval_id, ev.attempt, ev.error)
+        else:
+            self.core.completed(ev.worker, ev.eval_id, ev.attempt, ev.value)
+
+    def _elapsed(self, wall: float) -> float:
+        return self.now
+
+    def _start(self, cmd: Dispatch) -> None:
+        x = np.asarray(cmd.x, dtype=float)
+        length = float(self.duration(x))
+        partials: list[float] = []
+
+        def report(value: float, **info: Any) -> None:
+            partials.append(float(value))
+
+        try:
+            value, error = evaluate(self.objective, x, report if self._reports else None), ""
+        except Exception as exc:  # the objective's failure becomes a failed record
+            value, error = float("nan"), f"{type(exc).__name__}: {exc}"
+        for k, p in enumerate(partials):
+            self._push(self.now + length * (k + 1) / (len(partials) + 1), "partial", cmd, p)
+        self._push(self.now + length, "done", cmd, value, error)
+        if length > cmd.timeout:  # wake up when it is due (past the log's microseconds)
+            self._push(self.now + cmd.timeout * (1 + 1e-9) + 1e-5, "timeout", cmd, 0.0)
+
+    def _push(self, t: float, kind: str, cmd: Dispatch, value: float, error: str = "") -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, _Pending(t, self._seq, kind, cmd.worker, cmd.eval_id,
+                                            cmd.attempt, value, error))
