@@ -91,13 +91,14 @@ def test_network_cut_longer_than_liveness(cluster: Cluster, netns: tuple[str, st
     wait_for(lambda: len(events_of(cluster.log, "completed")) >= 4, 60, "the run to get going")
     held = wait_for(cut_holds, 30, "the namespaced worker to start an evaluation")
     eval_id = held["eval_id"]
-    time.sleep(0.2)
     _ip("link", "set", host_if, "down")
     t_cut = time.time()
     try:
         lost = wait_for(lambda: [e for e in events_of(cluster.log, "lost")
                                  if e["eval_id"] == eval_id], CUT, "the controller to see the cut")
-        time.sleep(max(0.0, t_cut + CUT - time.time()))
+        # keep the link down until the host worker has finished the re-queued evaluation
+        wait_for(lambda: [e for e in events_of(cluster.log, "completed")
+                          if e["eval_id"] == eval_id], CUT + 60, "the host to finish it")
     finally:
         _ip("link", "set", host_if, "up")
     t_up = time.time()

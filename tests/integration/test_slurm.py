@@ -192,7 +192,8 @@ def test_workers_as_slurm_jobs_killed_at_walltime(cluster: Cluster) -> None:
         while cluster.controller.poll() is None:  # type: ignore[union-attr]
             assert time.monotonic() - t0 < LIMIT, "the budget was not met across job generations"
             _job_times(times)
-            time.sleep(1.0)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                cluster.controller.wait(timeout=1.0)  # type: ignore[union-attr]
         took = time.monotonic() - t0
     finally:
         _scancel(jobs)
@@ -288,8 +289,9 @@ def test_job_wide_sigterm_requeues_and_never_fails(cluster: Cluster, how: str) -
         w = cluster.start_worker(name=f"victim{k}", **what)
         first = wait_for(lambda k=k: [e for e in events_of(cluster.log, "started")
                                       if e["worker"] == f"victim{k}"], 60, "an evaluation")
-        held.append(first[0]["eval_id"])  # 1-3 s long: still running 0.5 s later
-        time.sleep(0.5)
+        # 1-3 s long: still running now; even if the dispatch were still on its way, the
+        # goodbye re-queues everything the controller handed this worker
+        held.append(first[0]["eval_id"])
         for pid in [w.pid, *_descendants(w.pid)]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)

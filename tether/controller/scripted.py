@@ -13,7 +13,6 @@ scripted test shows is what the daemon does::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from tether.controller.core import ControllerCore, Dispatch, SendKill
@@ -23,14 +22,14 @@ from tether.log.journal import MemoryJournal
 from tether.records import Evaluate, Kill, Proposal, Record, RunView, Terminate
 from tether.space import Space
 from tether.strategies.base import Strategy
+from tether.strategies.compose import Wrapper
 
 
-class _Gate(Strategy):
+class _Gate(Wrapper):
     """Stands between the core and the strategy: the core only sees accepted proposals."""
 
     def __init__(self, inner: Strategy) -> None:
-        self.inner = inner
-        self.name = inner.name
+        super().__init__(inner)
         self.held: Proposal | None = None
         self.outcome: tuple[bool, Record | None, str] | None = None
 
@@ -40,20 +39,11 @@ class _Gate(Strategy):
 
     def on_accepted(self, proposal: Proposal, record: Record | None) -> None:
         self.outcome = (True, record, "")
-        self.inner.on_accepted(proposal, record)
+        super().on_accepted(proposal, record)
 
     def on_rejected(self, proposal: Proposal, reason: str) -> None:
         self.outcome = (False, None, reason)
-        self.inner.on_rejected(proposal, reason)
-
-    def on_event(self, kind: str, record: Record, view: RunView) -> None:
-        self.inner.on_event(kind, record, view)
-
-    def interrupt(self, view: RunView) -> Kill | Terminate | None:
-        return self.inner.interrupt(view)  # urgent kills are carried out at once
-
-    def warm_start(self, records: Sequence[Record]) -> None:
-        self.inner.warm_start(records)
+        super().on_rejected(proposal, reason)
 
 
 RecordRef = Record | int

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 
@@ -81,6 +81,9 @@ def rng_for(seed: int | None, counter: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(counter)])
 
 
+T = TypeVar("T")
+
+
 class Options:
     """Typed access to a ``[strategy]`` table that reports unknown keys as config errors."""
 
@@ -88,7 +91,8 @@ class Options:
         self._name = strategy
         self._left = dict(options)
 
-    def get(self, key: str, default: Any, kind: type | tuple[type, ...]) -> Any:
+    def get(self, key: str, default: T, kind: type | tuple[type, ...]) -> T:
+        """The option's value, checked against ``kind`` (ints are accepted as floats)."""
         if key not in self._left:
             return default
         value = self._left.pop(key)
@@ -98,7 +102,7 @@ class Options:
             raise ConfigError(f"[strategy] {key} must be {_kind_name(kind)}, got {value!r}")
         if not isinstance(value, kind):
             raise ConfigError(f"[strategy] {key} must be {_kind_name(kind)}, got {value!r}")
-        return value
+        return cast(T, value)  # checked against kind above; T is what the caller declared
 
     def done(self) -> None:
         """Raise if the table had keys this strategy does not know."""
