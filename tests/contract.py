@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+import math
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -31,37 +32,69 @@ def load(path: str | Path) -> list[dict[str, Any]]:
 
 
 def check_log(path: str | Path, completed: int | None = None) -> Counter[str]:
-    """Assert every rule of the contract; return the count of each event kind."""
-    events = load(path)
+    """Assert every rule of the contract on a log file; return the count of each kind."""
+    return check_events(load(path), completed=completed)
+
+
+def check_events(events: list[dict[str, Any]], *, completed: int | None = None,
+                 dim: int | None = None, finished: bool | None = None) -> Counter[str]:
+    """The log contract (docs/log-format.md), on decoded events: the one checker.
+
+    ``finished``: True requires the run to have ended, False forbids it, None takes the
+    log as it is. ``dim``: the length every point must have.
+    """
     assert events, "empty log"
     assert events[0]["event"] == "run_started"
+    proposed: set[int] = set()
+    terminal: dict[int, str] = {}
+    ended = None  # the last run_finished, until a resumed run_started reopens the run
     for i, e in enumerate(events):
-        assert {"event", "t", "seq"} <= set(e), f"line {i} lacks event/t/seq: {e}"
-        assert e["seq"] == i, f"seq not gap-free at line {i}: {e['seq']}"
+        _check_line(i, e, dim)
         kind = e["event"]
-        assert kind in KNOWN, f"unknown event {kind}"
-        if kind in NEEDS_EVAL:
-            assert "eval_id" in e, e
-        if kind == "proposed":
-            assert isinstance(e["x"], list) and all(isinstance(v, float | int) for v in e["x"])
-        if kind in ("started", "partial", "completed", "failed"):
-            assert e.get("worker"), e
-        if kind in ("partial", "completed"):
-            assert isinstance(e["value"], float | int), e
-        if kind == "failed":
-            assert e.get("error"), e
-    proposed = [e["eval_id"] for e in events if e["event"] == "proposed"]
-    assert len(proposed) == len(set(proposed)), "an eval_id was proposed twice"
-    terms: dict[int, list[str]] = defaultdict(list)
-    for e in events:
-        if e["event"] in TERMINAL:
-            terms[e["eval_id"]].append(e["event"])
-    doubled = {k: v for k, v in terms.items() if len(v) > 1}
-    assert not doubled, f"evaluations with several terminal events: {doubled}"
-    assert set(terms) <= set(proposed)
+        if kind == "run_started":
+            ended = None
+        elif kind == "run_finished":
+            assert ended is None, f"line {i}: run_finished twice"
+            ended = e
+            done = sum(1 for k in terminal.values() if k == "completed")
+            assert e["completed"] == done, (e, done)
+        elif kind in NEEDS_EVAL:
+            eid = e["eval_id"]
+            assert ended is None, f"line {i}: {kind} after run_finished"
+            if kind == "proposed":
+                assert eid not in proposed, f"eval {eid} proposed twice"
+                proposed.add(eid)
+            else:
+                assert eid in proposed, f"line {i}: {kind} of unknown eval {eid}"
+                assert eid not in terminal, f"line {i}: {kind} of eval {eid} after it ended"
+            if kind in TERMINAL:
+                terminal[eid] = kind
     counts = Counter(e["event"] for e in events)
-    if counts["run_finished"]:
-        assert set(proposed) == set(terms), "run finished with evaluations still open"
+    if ended is not None:
+        assert set(proposed) == set(terminal), "run finished with evaluations still open"
+    if finished is not None:
+        assert (ended is not None) == finished, "run_finished expected" if finished else ended
     if completed is not None:
         assert counts["completed"] == completed, counts
     return counts
+
+
+def _check_line(i: int, e: dict[str, Any], dim: int | None) -> None:
+    assert {"event", "t", "seq"} <= set(e), f"line {i} lacks event/t/seq: {e}"
+    assert e["seq"] == i, f"seq not gap-free at line {i}: {e['seq']}"
+    assert isinstance(e["t"], float | int) and math.isfinite(e["t"]), e
+    kind = e["event"]
+    assert kind in KNOWN, f"unknown event {kind}"
+    if kind in NEEDS_EVAL:
+        assert isinstance(e.get("eval_id"), int), e
+    if kind == "proposed":
+        x = e["x"]
+        assert isinstance(x, list) and all(isinstance(v, float | int) and math.isfinite(v)
+                                           for v in x), e
+        assert dim is None or len(x) == dim, e
+    if kind in ("started", "partial", "completed", "failed"):
+        assert isinstance(e.get("worker"), str) and e["worker"], e
+    if kind in ("partial", "completed"):
+        assert isinstance(e["value"], float | int) and math.isfinite(e["value"]), e
+    if kind == "failed":
+        assert isinstance(e.get("error"), str) and e["error"], e
