@@ -164,6 +164,11 @@ def test_undeliverable_dispatch_is_requeued_at_once() -> None:
     (req,) = journal.of("requeued")
     assert req["eval_id"] == ev.eval_id and req["reason"] == "dispatch refused by the transport"
     assert journal.of("lost") == []  # no retry spent
+    # the connection is forgotten: nothing more goes into it, and no dispatch loop
+    assert journal.of("worker_left")[-1]["reason"] == "unreachable"
+    assert evaluates(sent(sess), b"A") == []
+    sess.receive(b"A", m.Heartbeat(), clock.t)
+    assert sent(sess) == [(b"A", m.Rehello())]
 
 
 def test_report_info_reaches_the_partial_event_cleaned() -> None:

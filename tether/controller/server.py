@@ -181,7 +181,7 @@ class ControllerServer:
     def _flush_and_send(self) -> None:
         self.session.settle()
         self.journal.flush()  # before any ACK or dispatch leaves: see module docstring
-        while True:
+        for _ in range(100):  # bounded: each round only follows from the one before
             out = self.session.outgoing()
             if not out:
                 return

@@ -219,10 +219,21 @@ class ControllerSession:
         return out
 
     def undeliverable(self, rid: bytes, msg: m.Message) -> None:
-        """The socket refused ``msg`` (peer gone or its queue full)."""
+        """The socket refused ``msg``: the connection is gone or its queue is full.
+
+        Either way the worker cannot be given work through it now: its dispatch goes back
+        to the queue at once (no retry spent) and the connection is forgotten, so nothing
+        else is sent into it. A worker that is still there speaks again, is told to
+        ``rehello`` and rejoins with what it holds.
+        """
         peer = self.peers.by_rid.get(rid)
-        if isinstance(msg, m.Evaluate) and peer is not None:
+        if peer is None:
+            return
+        self._forget(peer.name)
+        if isinstance(msg, m.Evaluate):
             self.core.dispatch_failed(peer.name, msg.eval_id, msg.attempt)
+        else:
+            self.core.leave(peer.name, "unreachable")
 
     def sent(self, rid: bytes, now: float) -> None:
         peer = self.peers.by_rid.get(rid)
