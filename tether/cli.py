@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--strategy", help="strategy name or module:factory")
     c.add_argument("--warm-start", metavar="OLD.jsonl", help="prior data from another run's log")
     c.add_argument("--address-file", metavar="PATH", help="write the endpoint workers should dial")
+    c.add_argument("--advertise", metavar="HOST", help="host name or address workers should "
+                   "dial (default: this host's name if it resolves beyond loopback, else an "
+                   "interface address)")
 
     w = sub.add_parser("worker", help="run a worker agent")
     where = w.add_mutually_exclusive_group(required=True)
@@ -67,7 +70,8 @@ def _dispatch(a: argparse.Namespace) -> int:
         from tether.controller.daemon import ControllerArgs, run_controller
 
         return run_controller(ControllerArgs(a.config, a.bind, a.log, a.resume, a.budget,
-                                             a.strategy, a.warm_start, a.address_file))
+                                             a.strategy, a.warm_start, a.address_file,
+                                             a.advertise))
     if a.cmd == "worker":
         from tether.worker.main import run_worker
 
