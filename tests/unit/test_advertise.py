@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.harness import TETHER, Cluster, env, wait_for
 from tether.controller.daemon import advertised, check_advertise, reachable_host
 from tether.errors import ConfigError
-from tests.integration.harness import TETHER, Cluster, env, wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
