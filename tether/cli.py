@@ -36,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     what = w.add_mutually_exclusive_group(required=True)
     what.add_argument("--python", metavar="module:function")
     what.add_argument("--command", metavar="TEMPLATE", help='e.g. "prog {x0} {x1}" (no shell)')
+    w.add_argument("--parser", metavar="module:function|re:PATTERN",
+                   help="read --command's stdout with this parser instead of tether: lines "
+                   "(re: named groups value / partial)")
     w.add_argument("--walltime", type=float, metavar="SECONDS",
                    help="leave after this long (default: the Slurm/PBS job's limit, if any)")
     w.add_argument("--drain", type=float, default=0.0, metavar="SECONDS",

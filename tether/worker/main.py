@@ -12,7 +12,7 @@ from tether.worker.walltime import job_seconds_left
 
 def run_worker(a: argparse.Namespace) -> int:
     walltime = a.walltime if a.walltime is not None else job_seconds_left()
-    evaluator = make_evaluator(a.python, a.command)
+    evaluator = make_evaluator(a.python, a.command, getattr(a, "parser", None))
     opts = WorkerOptions(connect=a.connect, address_file=a.address_file, name=a.name,
                          walltime=walltime, drain=a.drain)
     agent = WorkerAgent(evaluator, opts)
