@@ -45,6 +45,25 @@ def _parser() -> argparse.ArgumentParser:
                    help="take no new work when less walltime than this remains")
     w.add_argument("--name", help="worker name in the log (default host:pid)")
 
+    la = sub.add_parser("launch", help="submit a batch job of worker agents (one per node)",
+                        usage="tether launch {slurm,pbs} --nodes N --time HH:MM:SS [options] "
+                        "[--dry-run] -- WORKER OPTIONS")
+    la.add_argument("system", choices=["slurm", "pbs"])
+    la.add_argument("--nodes", type=int, required=True, help="nodes, one worker agent each")
+    la.add_argument("--time", required=True, metavar="HH:MM:SS", help="the job's walltime")
+    la.add_argument("--partition", "--queue", metavar="P", help="Slurm partition / PBS queue")
+    la.add_argument("--account", metavar="A", help="account to charge")
+    la.add_argument("--eval-time", type=float, metavar="SECONDS", help="the longest one "
+                    "evaluation takes: workers stop taking work that long (+90 s) before the end")
+    la.add_argument("--cpus-per-node", type=int, metavar="C",
+                    help="CPUs per node (default on Slurm: whole nodes, --exclusive)")
+    la.add_argument("--job-name", default="tether-workers", help="job and worker name prefix")
+    la.add_argument("--directive", action="append", default=[], metavar="TEXT",
+                    help="extra #SBATCH/#PBS line, e.g. --directive=--mem=8G (repeatable)")
+    la.add_argument("--tether-cmd", metavar="CMD", help="how compute nodes run tether "
+                    "(default: this Python -m tether)")
+    la.add_argument("--dry-run", action="store_true", help="print the job script, submit nothing")
+
     lg = sub.add_parser("log", help="read an evaluation log")
     ls = lg.add_subparsers(dest="log_command", required=True)
     s = ls.add_parser("summary", help="counts per status, best value and point")
@@ -75,6 +94,8 @@ def _dispatch(a: argparse.Namespace) -> int:
         return run_controller(ControllerArgs(a.config, a.bind, a.log, a.resume, a.budget,
                                              a.strategy, a.warm_start, a.address_file,
                                              a.advertise))
+    if a.cmd == "launch":
+        return _launch(a)
     if a.cmd == "worker":
         from tether.worker.main import run_worker
 
@@ -95,8 +116,29 @@ def _dispatch(a: argparse.Namespace) -> int:
     return lc.cmd_plot(a.log, a.out)
 
 
+def _launch(a: argparse.Namespace) -> int:
+    from tether.launch import LaunchOptions, launch
+
+    if a.worker:  # the worker's own parser checks its options now, not on a compute node
+        _parser().parse_args(["worker", *a.worker])
+    launch(LaunchOptions(a.system, a.nodes, a.time, a.worker, a.partition, a.account,
+                         a.eval_time, a.cpus_per_node, a.job_name, a.directive, a.tether_cmd,
+                         a.dry_run))
+    return 0
+
+
+def _split_launch(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``tether launch ... -- WORKER OPTIONS``: the worker's options, set apart."""
+    if "--" in argv and "launch" in argv[:argv.index("--")]:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv, worker = _split_launch(list(sys.argv[1:] if argv is None else argv))
     a = _parser().parse_args(argv)
+    a.worker = worker
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
