@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.contract import check_log, load
-from tests.integration.harness import TETHER, Cluster, env, wait_for
+from tests.integration.harness import ROOT, TETHER, Cluster, env, wait_for
 
 pytestmark = pytest.mark.slurm
 BUDGET = 8
@@ -115,3 +115,67 @@ def test_launch_slurm_submits_a_worker_job_that_completes_evaluations(cluster: C
             out.read_text() if out.exists() else "no job output"
     finally:
         subprocess.run(["scancel", job], capture_output=True, timeout=60)
+
+
+CHAIN_BUDGET = int(os.environ.get("TETHER_CHAIN_BUDGET", "200"))
+SLEEPY = "tests.integration.test_slurm:sleepy"  # 1-3 s per evaluation
+
+
+def _ours_active(names: list[str]) -> list[str]:
+    r = subprocess.run(["squeue", "-h", "-n", ",".join(names), "-o", "%i"],
+                       capture_output=True, text=True, timeout=30)
+    return r.stdout.split()
+
+
+@pytest.mark.timeout(900)
+def test_chained_controller_jobs_and_launched_workers_finish_a_run(tmp_path: Path) -> None:
+    """scripts/slurm/controller.sbatch as shipped but for its signal lead (one-minute
+    jobs): a chain of controller generations, each resuming the log, while two worker
+    jobs from `tether launch` keep evaluating through every gap; the run finishes, the
+    chain cancels its last successor, and nothing is lost, repeated or re-queued."""
+    state = _slurm_state()
+    if not state:
+        pytest.skip("Slurm is not installed (no sinfo): run scripts/ci-slurm.sh as root")
+    assert not state.startswith("ERROR"), state
+    tag = f"tchain{os.getpid()}"
+    template = (ROOT / "scripts" / "slurm" / "controller.sbatch").read_text()
+    assert "#SBATCH --signal=B:TERM@120" in template
+    # a one-minute job cannot take a signal two minutes early: 20 s, as docs/cluster.md
+    script = tmp_path / "controller.sbatch"
+    script.write_text(template.replace("B:TERM@120", "B:TERM@20")
+                      .replace("--job-name=tether-controller", f"--job-name={tag}-ctl"))
+    log, addr = tmp_path / "run.jsonl", tmp_path / "tether.address"
+    (tmp_path / "run.toml").write_text(
+        f'[space]\nx0 = [0.0, 1.0]\nx1 = [0.0, 1.0]\n\n[strategy]\nname = "random"\n\n'
+        f'[run]\nbudget = {CHAIN_BUDGET}\nlog = "{log}"\nheartbeat = 1.0\nliveness = 5\n')
+    run_env = {**env(), "TETHER_CMD": f"{sys.executable} -m tether"}
+    names = [f"{tag}-ctl", f"{tag}-w1", f"{tag}-w2"]
+    how = [] if _worker_has_slots() else ["--tether-cmd", _shim(tmp_path)]
+    try:
+        r = subprocess.run(["sbatch", "--parsable", "--time=1", str(script), "run.toml",
+                            "--bind", "tcp://127.0.0.1:0"], capture_output=True, text=True,
+                           env=run_env, cwd=tmp_path, timeout=60)
+        assert r.returncode == 0, r.stderr
+        for w in names[1:]:
+            r = subprocess.run([*TETHER, "launch", "slurm", "--nodes", "1", "--time", "00:15:00",
+                                "--eval-time", "5", "--cpus-per-node", "1", "--job-name", w, *how,
+                                "--", "--address-file", str(addr), "--python", SLEEPY],
+                               capture_output=True, text=True, env=run_env, cwd=tmp_path,
+                               timeout=120)
+            assert r.returncode == 0, r.stderr
+        wait_for(lambda: not _ours_active(names), 840, "the chain and the workers to end",
+                 every=2.0)
+    finally:
+        left = _ours_active(names)
+        if left:
+            subprocess.run(["scancel", *left], capture_output=True, timeout=60)
+    outs = "\n".join(p.read_text() for p in sorted(tmp_path.glob(f"{tag}-ctl-*.out")))
+    counts = check_log(log, completed=CHAIN_BUDGET)  # the budget met, one end per evaluation
+    assert counts["run_started"] >= 3, f"only {counts['run_started']} generations:\n{outs}"
+    # no worker job ended before the run did, so nothing may have been re-queued or lost
+    assert counts["requeued"] == 0 and counts["lost"] == 0 and counts["failed"] == 0, counts
+    assert re.search(r"the run is over: cancelled job \d+", outs), outs
+    figures = subprocess.run([sys.executable, str(ROOT / "scripts" / "slurm" / "generations.py"),
+                              str(log)], capture_output=True, text=True, timeout=60)
+    assert "repeated 0, unended 0" in figures.stdout, figures.stdout
+    print(f"\nchained controller, budget {CHAIN_BUDGET}:\n{figures.stdout}")
