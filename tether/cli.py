@@ -25,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--strategy", help="strategy name or module:factory")
     c.add_argument("--warm-start", metavar="OLD.jsonl", help="prior data from another run's log")
     c.add_argument("--address-file", metavar="PATH", help="write the endpoint workers should dial")
+    c.add_argument("--advertise", metavar="HOST", help="host name or address workers should "
+                   "dial (default: this host's name if it resolves beyond loopback, else an "
+                   "interface address)")
 
     w = sub.add_parser("worker", help="run a worker agent")
     where = w.add_mutually_exclusive_group(required=True)
@@ -33,6 +36,9 @@ def _parser() -> argparse.ArgumentParser:
     what = w.add_mutually_exclusive_group(required=True)
     what.add_argument("--python", metavar="module:function")
     what.add_argument("--command", metavar="TEMPLATE", help='e.g. "prog {x0} {x1}" (no shell)')
+    w.add_argument("--parser", metavar="module:function|re:PATTERN",
+                   help="read --command's stdout with this parser instead of tether: lines "
+                   "(re: named groups value / partial)")
     w.add_argument("--walltime", type=float, metavar="SECONDS",
                    help="leave after this long (default: the Slurm/PBS job's limit, if any)")
     w.add_argument("--drain", type=float, default=0.0, metavar="SECONDS",
@@ -43,6 +49,25 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--max-wait", type=float, metavar="SECONDS",
                    help="exit 3 after this long without a controller (default: 600 in a "
                         "Slurm/PBS job, else wait forever; 0: forever)")
+
+    la = sub.add_parser("launch", help="submit a batch job of worker agents (one per node)",
+                        usage="tether launch {slurm,pbs} --nodes N --time HH:MM:SS [options] "
+                        "[--dry-run] -- WORKER OPTIONS")
+    la.add_argument("system", choices=["slurm", "pbs"])
+    la.add_argument("--nodes", type=int, required=True, help="nodes, one worker agent each")
+    la.add_argument("--time", required=True, metavar="HH:MM:SS", help="the job's walltime")
+    la.add_argument("--partition", "--queue", metavar="P", help="Slurm partition / PBS queue")
+    la.add_argument("--account", metavar="A", help="account to charge")
+    la.add_argument("--eval-time", type=float, metavar="SECONDS", help="the longest one "
+                    "evaluation takes: workers stop taking work that long (+90 s) before the end")
+    la.add_argument("--cpus-per-node", type=int, metavar="C",
+                    help="CPUs per node (default on Slurm: whole nodes, --exclusive)")
+    la.add_argument("--job-name", default="tether-workers", help="job and worker name prefix")
+    la.add_argument("--directive", action="append", default=[], metavar="TEXT",
+                    help="extra #SBATCH/#PBS line, e.g. --directive=--mem=8G (repeatable)")
+    la.add_argument("--tether-cmd", metavar="CMD", help="how compute nodes run tether "
+                    "(default: this Python -m tether)")
+    la.add_argument("--dry-run", action="store_true", help="print the job script, submit nothing")
 
     lg = sub.add_parser("log", help="read an evaluation log")
     ls = lg.add_subparsers(dest="log_command", required=True)
@@ -72,7 +97,10 @@ def _dispatch(a: argparse.Namespace) -> int:
         from tether.controller.daemon import ControllerArgs, run_controller
 
         return run_controller(ControllerArgs(a.config, a.bind, a.log, a.resume, a.budget,
-                                             a.strategy, a.warm_start, a.address_file))
+                                             a.strategy, a.warm_start, a.address_file,
+                                             a.advertise))
+    if a.cmd == "launch":
+        return _launch(a)
     if a.cmd == "worker":
         from tether.worker.main import run_worker
 
@@ -93,8 +121,29 @@ def _dispatch(a: argparse.Namespace) -> int:
     return lc.cmd_plot(a.log, a.out)
 
 
+def _launch(a: argparse.Namespace) -> int:
+    from tether.launch import LaunchOptions, launch
+
+    if a.worker:  # the worker's own parser checks its options now, not on a compute node
+        _parser().parse_args(["worker", *a.worker])
+    launch(LaunchOptions(a.system, a.nodes, a.time, a.worker, a.partition, a.account,
+                         a.eval_time, a.cpus_per_node, a.job_name, a.directive, a.tether_cmd,
+                         a.dry_run))
+    return 0
+
+
+def _split_launch(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``tether launch ... -- WORKER OPTIONS``: the worker's options, set apart."""
+    if "--" in argv and "launch" in argv[:argv.index("--")]:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv, worker = _split_launch(list(sys.argv[1:] if argv is None else argv))
     a = _parser().parse_args(argv)
+    a.worker = worker
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
 import signal
 import socket
+import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ class ControllerArgs:
     strategy: str | None = None
     warm_start: str | None = None
     address_file: str | None = None
+    advertise: str | None = None  # host written to the address file instead of a guess
 
 
 @dataclass
@@ -126,9 +129,106 @@ def run_info(config: Config) -> dict[str, Any]:
     }
 
 
-def advertised(endpoint: str) -> str:
-    """Turn a wildcard bind address into one a worker on another node can dial."""
-    return endpoint.replace("0.0.0.0", socket.getfqdn()).replace("*", socket.getfqdn())
+# ------------------------------------------------ the address written for workers
+WILDCARDS = ("*", "0.0.0.0", "::", "[::]", "")
+
+
+def _is_loopback(addr: str) -> bool:
+    try:
+        return ipaddress.ip_address(addr.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolves_beyond_loopback(name: str) -> bool:
+    """True if ``name`` resolves, and to at least one address that is not loopback."""
+    try:
+        infos = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return any(not _is_loopback(str(info[4][0])) for info in infos)
+
+
+def _interface_addresses() -> list[str]:
+    """This host's IPv4 interface addresses, default-route interface first (Linux ioctl)."""
+    try:
+        import fcntl
+        names = [name for _, name in socket.if_nameindex()]
+    except (ImportError, OSError):
+        return []
+    try:  # the interface holding the default route is the likeliest to reach other nodes
+        routes = Path("/proc/net/route").read_text().splitlines()[1:]
+        default = {r.split()[0] for r in routes if r.split()[1:2] == ["00000000"]}
+    except OSError:
+        default = set()
+    names.sort(key=lambda n: n not in default)
+    found = []
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for name in names:
+            try:  # SIOCGIFADDR; no packet is sent
+                raw = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+            except OSError:
+                continue  # no IPv4 address on this interface
+            found.append(socket.inet_ntoa(raw[20:24]))
+    return found
+
+
+def reachable_host(names: list[str] | None = None,
+                   interfaces: list[str] | None = None) -> tuple[str, bool]:
+    """A name or address of this host that other nodes can dial, and whether it is one.
+
+    The host's name only if it resolves beyond loopback (on many clusters the fully
+    qualified name maps to 127.0.1.1 in /etc/hosts); else the first non-loopback,
+    non-link-local interface address; else ``127.0.0.1`` and False. ``names`` and
+    ``interfaces`` default to this host's (given, they make the choice testable).
+    """
+    if names is None:
+        names = list(dict.fromkeys((socket.getfqdn(), socket.gethostname())))
+    for name in names:
+        if name and _resolves_beyond_loopback(name):
+            return name, True
+    for addr in _interface_addresses() if interfaces is None else interfaces:
+        ip = ipaddress.ip_address(addr)
+        if not (ip.is_loopback or ip.is_link_local or ip.is_unspecified):
+            return addr, True
+    return "127.0.0.1", False
+
+
+def advertised(endpoint: str, host: str | None = None) -> str:
+    """The address to give workers for a bound ``endpoint`` (``tcp://HOST:PORT``).
+
+    ``host`` (``--advertise``) replaces the host part as given; otherwise a wildcard
+    bind becomes :func:`reachable_host`, with a warning when only loopback is known.
+    A specific bound host is kept: the user chose it.
+    """
+    scheme, sep, rest = endpoint.partition("://")
+    bound, colon, port = rest.rpartition(":")
+    if not (sep and colon):
+        return endpoint  # not host:port (e.g. ipc://): nothing to choose
+    if host is None:
+        if bound not in WILDCARDS:
+            return endpoint
+        host, routable = reachable_host()
+        if not routable:
+            log.warning("only a loopback address is known for this host: workers on other "
+                        "nodes cannot reach tcp://%s:%s; give --advertise HOST", host, port)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
+    return f"{scheme}://{host}:{port}"
+
+
+def check_advertise(host: str | None) -> None:
+    """Reject what cannot be a bare host name or address (exit 2)."""
+    if host is None:
+        return
+    bad = not host or "/" in host or any(c.isspace() for c in host)
+    if not bad and ":" in host:  # only an IPv6 literal may hold colons (no port here)
+        try:
+            ipaddress.IPv6Address(host.strip("[]"))
+        except ValueError:
+            bad = True
+    if bad:
+        raise ConfigError(f"--advertise wants a host name or address (no port), got {host!r}")
 
 
 #: reasons a run ends with that a --resume retries (the user may have fixed the cause)
@@ -155,6 +255,7 @@ EXIT_INTERRUPTED = 130
 
 
 def run_controller(args: ControllerArgs) -> int:
+    check_advertise(args.advertise)
     config, head = build(args)
     if head is not None and (reason := already_finished(head, config.run.budget)):
         print(f"the run in {config.run.log} already finished ({reason}); nothing to do "
@@ -178,7 +279,7 @@ def run_controller(args: ControllerArgs) -> int:
     server = ControllerServer(config.space, strategy, config.run, journal, info,
                               progress=progress)
     try:
-        where = advertised(server.endpoint)
+        where = advertised(server.endpoint, args.advertise)
         print(f"tether controller listening on {where}, log {config.run.log}", file=sys.stderr,
               flush=True)
         try:

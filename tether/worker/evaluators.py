@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from tether.errors import ConfigError
 from tether.worker import pychild
+from tether.worker.parsers import LineParser, checked, load_parser
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 
@@ -191,7 +192,9 @@ class _PythonRun:
 class CommandEvaluator:
     """Runs an argv template per evaluation; no shell is involved."""
 
-    def __init__(self, template: str, kill_grace: float = KILL_GRACE) -> None:
+    def __init__(self, template: str, kill_grace: float = KILL_GRACE,
+                 parser: LineParser | None = None) -> None:
+        self.parser = parser  # None: `tether:` lines and the last-float rule
         try:
             self.argv = shlex.split(template)
         except ValueError as exc:
@@ -221,7 +224,7 @@ class CommandEvaluator:
                                     stderr=subprocess.PIPE, env=env, start_new_session=True)
         except OSError as exc:
             return _Failed(f"cannot start {argv[0]!r}: {exc.strerror or exc}")
-        return _CommandRun(proc, self.kill_grace)
+        return _CommandRun(proc, self.kill_grace, self.parser)
 
     def close(self) -> None:
         pass
@@ -249,8 +252,11 @@ class _Failed:
 
 
 class _CommandRun:
-    def __init__(self, proc: subprocess.Popen[bytes], kill_grace: float) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], kill_grace: float,
+                 parser: LineParser | None = None) -> None:
         self.proc = proc
+        self.parser = parser
+        self.parser_error = ""  # set: the parser raised; the program is being stopped
         self.kill_grace = kill_grace
         assert proc.stdout is not None and proc.stderr is not None
         self.out_fd, self.err_fd = proc.stdout.fileno(), proc.stderr.fileno()
@@ -272,12 +278,16 @@ class _CommandRun:
         out: list[Output] = []
         for fd in list(self.open):
             self._read(fd, out)
+        if self.parser_error and self.killed_at is None:
+            # its output can no longer be understood: stop the program now, not hours later
+            self.killed_at = now
+            self._signal(signal.SIGTERM)
         if self.killed_at is not None and not self.hard_killed and now - self.killed_at > self.kill_grace:
             self._signal(signal.SIGKILL)
             self.hard_killed = True
         if not self.done and not self.open and self.proc.poll() is not None:
             self.done = True
-            if self.killed_at is None:
+            if self.killed_at is None or self.parser_error:
                 out.append(self._outcome())
         return out
 
@@ -301,7 +311,9 @@ class _CommandRun:
             if line.strip():
                 self.stderr_tail.append(line)
             return
-        if line.startswith("tether:partial"):
+        if self.parser is not None:
+            self._parse(line, out)
+        elif line.startswith("tether:partial"):
             v = parse_number(line[len("tether:partial"):])
             if v is not None and math.isfinite(v):
                 out.append(PartialOut(v, {}))
@@ -312,9 +324,29 @@ class _CommandRun:
         elif line.strip():
             self.last_line = line.strip()
 
+    def _parse(self, line: str, out: list[Output]) -> None:
+        if self.parser_error or self.parser is None:
+            return
+        try:
+            got = checked(self.parser(line))
+        except Exception as exc:  # the user's parser may raise anything: it fails this run
+            self.parser_error = f"parser {_name(self.parser)} failed: {type(exc).__name__}: {exc}"
+            return
+        if got is None:
+            return
+        kind, v = got
+        if kind == "value":
+            self.value = v
+        elif math.isfinite(v):
+            out.append(PartialOut(v, {}))
+
     def _outcome(self) -> Done:
         code = self.proc.returncode
         tail = "\n".join(self.stderr_tail)
+        if self.parser_error:
+            return Done(False, error=_with_tail(self.parser_error, tail))
+        if self.parser is not None and self.value is None and code == 0:
+            return Done(False, error=_with_tail("parser found no value", tail))
         value = self.value if self.value is not None else parse_number(self.last_line)
         if code != 0:
             how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
@@ -332,6 +364,7 @@ class _CommandRun:
     def kill(self, now: float, hard: bool = False) -> None:
         if self.done:
             return
+        self.parser_error = ""  # the agent's kill wins: it expects no outcome
         if self.killed_at is None:
             self.killed_at = now
             self._signal(signal.SIGTERM)
@@ -355,15 +388,22 @@ def _check_program(prog: str) -> None:
         raise ConfigError(f"--command: program {prog!r} is not executable")
 
 
+def _name(parser: LineParser) -> str:
+    return getattr(parser, "__qualname__", None) or repr(parser)
+
+
 def _with_tail(msg: str, tail: str) -> str:
     return f"{msg}; stderr ends:\n{tail}" if tail else msg
 
 
-def make_evaluator(python: str | None, command: str | None) -> Evaluator:
+def make_evaluator(python: str | None, command: str | None,
+                   parser: str | None = None) -> Evaluator:
     if (python is None) == (command is None):
         raise ConfigError("give exactly one of --python module:function or --command TEMPLATE")
     if python is not None:
+        if parser is not None:
+            raise ConfigError("--parser reads a program's output: it needs --command")
         return PythonEvaluator(python)
     assert command is not None
-    return CommandEvaluator(command)
+    return CommandEvaluator(command, parser=load_parser(parser) if parser else None)
 
