@@ -69,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: this Python -m tether)")
     la.add_argument("--dry-run", action="store_true", help="print the job script, submit nothing")
 
+    st = sub.add_parser("status", help="live view of a running controller (never given work)")
+    st.add_argument("where", metavar="tcp://HOST:PORT|ADDRESS_FILE")
+    st.add_argument("--keys", metavar="DIR", help="the worker keys, when the controller uses --keys")
+    st.add_argument("--json", action="store_true", help="one JSON object per refresh")
+    st.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
+    st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+
     lg = sub.add_parser("log", help="read an evaluation log")
     ls = lg.add_subparsers(dest="log_command", required=True)
     s = ls.add_parser("summary", help="counts per status, best value and point")
@@ -105,6 +112,10 @@ def _dispatch(a: argparse.Namespace) -> int:
         from tether.worker.main import run_worker
 
         return run_worker(a)
+    if a.cmd == "status":
+        from tether.status import run_status
+
+        return run_status(a.where, a.keys, a.json, a.watch, a.timeout)
     from tether.log import cli as lc
 
     cmd = a.log_command

@@ -100,6 +100,8 @@ class ControllerCore:
         self._orphans: dict[int, float] = {}  # resumed RUNNING evals -> requeue deadline
         self._timeouts: list[tuple[float, int, float]] = []  # (deadline, eval_id, t_started)
         self._error_trace = ""
+        #: extra counters for run_finished (the session's refused/dropped messages)
+        self.counters: Callable[[], dict[str, Any]] | None = None
         self._ending = False
         self._replaying = False
         self._deferred_error: str | None = None  # a strategy error met while replaying
@@ -459,6 +461,8 @@ class ControllerCore:
         self.state.queue.clear()
         best = self.view.best
         extra: dict[str, Any] = {"failed": self.state.n_failed, "killed": self.state.n_killed}
+        if self.counters is not None:
+            extra.update(self.counters())
         if self._error_trace:
             extra["traceback"] = self._error_trace
         self._emit(RunFinished(self._now(), reason, self.view.n_completed,

@@ -31,6 +31,7 @@ from tether.protocol.session import Peer, PeerTable
 
 Outbound = tuple[bytes, m.Message]
 INFO_KEYS, INFO_TEXT = 16, 200  # limits on report(**info) entries that reach the log
+STATUS_WORKERS = 500  # workers listed in a status reply (it must fit one message)
 
 
 @dataclass
@@ -62,11 +63,15 @@ class ControllerSession:
         self._replies: list[Outbound] = []  # sent first (welcome, rehello, terminate)
         self.last_refusal: tuple[bytes, str] | None = None
         self._joins: list[tuple[str, int, list[tuple[int, int]], str]] = []
+        core.counters = self.counters
 
     # ------------------------------------------------------------ inbound
     def receive(self, rid: bytes, msg: m.Message, now: float, key: str = "") -> None:
         """Apply one decoded message from connection ``rid`` (``key``: its CURVE key id)."""
         self.stats.received += 1
+        if isinstance(msg, m.StatusQuery):  # an observer: answered, never registered
+            self._replies.append((rid, m.Status(self.status(now))))
+            return
         if isinstance(msg, m.Hello):
             self._hello(rid, msg, now, key)
             return
@@ -239,6 +244,40 @@ class ControllerSession:
         peer = self.peers.by_rid.get(rid)
         if peer is not None:
             peer.last_tx = now
+
+    def counters(self) -> dict[str, Any]:
+        """What was refused, for run_finished and status."""
+        return {"refused": dict(self.stats.refused), "dropped": self.stats.dropped}
+
+    def status(self, now: float) -> dict[str, Any]:
+        """A snapshot for ``tether status`` (bounded: at most STATUS_WORKERS workers)."""
+        core, st, v = self.core, self.core.state, self.core.view
+        best = v.best
+        elapsed = max(1e-9, now - st.t0)
+        workers = []
+        for name, w in list(core.workers.by_name.items())[:STATUS_WORKERS]:
+            peer = self.peers.by_name.get(name)
+            running = [{"eval_id": e, "attempt": a,
+                        "seconds": now - v.records[e].t_started if e in v.records else None}
+                       for e, a in w.busy.items()]
+            workers.append({"name": name, "slots": w.slots, "draining": w.draining,
+                            "running": running,
+                            "heard": None if peer is None else now - peer.last_rx})
+        return {
+            "budget": core.settings.budget, "completed": v.n_completed, "failed": st.n_failed,
+            "killed": st.n_killed, "in_flight": v.n_in_flight, "queued": len(st.queue),
+            "finished": st.finished, "elapsed": elapsed,
+            "rate_per_hour": v.n_completed / elapsed * 3600,
+            "best_value": best.value if best else None,
+            "best_x": dict(zip(core.space.names, best.x)) if best else None,
+            "best_eval_id": best.eval_id if best else None,
+            "strategy": core.strategy.name, "n_workers": len(core.workers),
+            "slots": core.workers.n_slots, "free_slots": core.workers.n_free,
+            "workers": workers,
+            "recent_failures": [{"t": t, "eval_id": e, "worker": w, "error": err}
+                                for t, e, w, err in st.recent_failures],
+            **self.counters(),
+        }
 
     def goodbyes(self) -> list[Outbound]:
         reason = self.core.finished or "run over"

@@ -100,6 +100,7 @@ class RunState:
         self.applied = 0  # events applied so far
         self.dispatched: dict[int, set[str]] = {}  # eval_id -> workers it was started on
         self.keys: dict[str, str] = {}  # worker name -> the key id that first used it
+        self.recent_failures: deque[tuple[float, int, str, str]] = deque(maxlen=10)
 
     def apply(self, ev: Event) -> Record | None:
         """Fold one event into the state; return the evaluation record it touched."""
@@ -160,6 +161,8 @@ class RunState:
             self.last_improvement = self.view.n_completed
         if status is Status.FAILED:
             self.n_failed += 1
+            first = (rec.error or "").strip().split("\n", 1)[0][:200]
+            self.recent_failures.append((ev.t, ev.eval_id, rec.worker or "", first))
             self.fail_streak += 1
         elif status is Status.KILLED:
             self.n_killed += 1
@@ -178,5 +181,5 @@ class RunState:
             "fail_streak": self.fail_streak, "in_flight": sorted(r.eval_id for r in v.pending()),
             "best": None if v.best is None else v.best.eval_id, "applied": self.applied,
             "dispatched": {k: sorted(w) for k, w in self.dispatched.items()},
-            "keys": dict(self.keys),
+            "keys": dict(self.keys), "recent_failures": list(self.recent_failures),
         }

@@ -124,6 +124,19 @@ class Rehello:
     """The controller does not know this connection (e.g. it restarted): say Hello again."""
 
 
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Answer to ``status_query``: a snapshot of the run (see ControllerSession.status)."""
+
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------- observers
+@dataclass(frozen=True, slots=True)
+class StatusQuery:
+    """From ``tether status``: an observer that never says hello and is never given work."""
+
+
 # ----------------------------------------------------------------- both ways
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
@@ -133,7 +146,10 @@ class Heartbeat:
 Message = (
     Hello | Partial | Result | Failure | Killed | Drain | Goodbye
     | Welcome | Evaluate | Ack | Kill | Terminate | Drained | Rehello | Heartbeat
+    | Status | StatusQuery
 )
 
-WORKER_MESSAGES = (Hello, Partial, Result, Failure, Killed, Drain, Goodbye, Heartbeat)
-CONTROLLER_MESSAGES = (Welcome, Evaluate, Ack, Kill, Terminate, Drained, Rehello, Heartbeat)
+WORKER_MESSAGES = (Hello, Partial, Result, Failure, Killed, Drain, Goodbye, Heartbeat,
+                   StatusQuery)
+CONTROLLER_MESSAGES = (Welcome, Evaluate, Ack, Kill, Terminate, Drained, Rehello, Heartbeat,
+                       Status)
