@@ -165,15 +165,16 @@ class ControllerServer:
             self.session.drop(rid, "wrong frame count")
             return
         try:
-            msg = codec.decode(frames[1], m.WORKER_MESSAGES)
+            msgs = codec.decode_frame(frames[1], m.WORKER_MESSAGES)
         except RemoteProtocolError as exc:
             self.session.drop(rid, str(exc))
             log.warning("dropped a message from %s: %s", rid.hex(), exc)
             return
         before = self.session.stats.dropped
-        self.session.receive(rid, msg, self.clock())
-        for to, reply in self.session.take_replies():
-            self._send(to, reply)
+        now = self.clock()
+        for msg in msgs:
+            self.session.receive(rid, msg, now)
+        self._send_all(self.session.take_replies())
         if self.session.stats.dropped != before and self.session.last_refusal is not None:
             log.warning("refused a message from %s: %s", rid.hex(), self.session.last_refusal[1])
 
@@ -185,18 +186,28 @@ class ControllerServer:
             out = self.session.outgoing()
             if not out:
                 return
-            for rid, msg in out:
-                self._send(rid, msg)
+            self._send_all(out)
             # a refused dispatch re-queued its evaluation: its events must be written
             # before anything that follows from them leaves
             self.journal.flush()
 
-    def _send(self, rid: bytes, msg: m.Message) -> None:
+    def _send_all(self, out: list[tuple[bytes, m.Message]]) -> None:
+        """One frame per connection: its messages, in order (an ACK and the next
+        evaluation travel together, which halves the sends per evaluation)."""
+        by_rid: dict[bytes, list[m.Message]] = {}
+        for rid, msg in out:
+            by_rid.setdefault(rid, []).append(msg)
+        for rid, msgs in by_rid.items():
+            for k in range(0, len(msgs), codec.MAX_BATCH):
+                self._send(rid, msgs[k:k + codec.MAX_BATCH])
+
+    def _send(self, rid: bytes, msgs: list[m.Message]) -> None:
         try:
-            self.sock.send_multipart([rid, codec.encode(msg)], zmq.NOBLOCK)
+            self.sock.send_multipart([rid, codec.encode_many(msgs)], zmq.NOBLOCK)
         except zmq.ZMQError:  # EHOSTUNREACH (gone) or EAGAIN (peer's queue full)
             self.stats.unroutable += 1
-            self.session.undeliverable(rid, msg)
+            for msg in msgs:
+                self.session.undeliverable(rid, msg)
             return
         self.stats.sent += 1
         self.session.sent(rid, self.clock())
@@ -211,5 +222,4 @@ class ControllerServer:
             self._flush_and_send()
 
     def _say_goodbye(self) -> None:
-        for rid, msg in self.session.goodbyes():
-            self._send(rid, msg)
+        self._send_all(self.session.goodbyes())

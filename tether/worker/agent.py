@@ -145,18 +145,22 @@ class WorkerAgent:
             except zmq.Again:
                 return
             try:
-                msg = codec.decode(frame, m.CONTROLLER_MESSAGES)
+                msgs = codec.decode_frame(frame, m.CONTROLLER_MESSAGES)
             except RemoteProtocolError as exc:
                 log.warning("dropped a bad message from the controller: %s", exc)
                 continue
             self._heard = now
-            if isinstance(msg, m.Welcome):
-                self._attempts = 0
-                if self._lost_at is not None:
-                    log.warning("joined the controller at %s after %.0f s", self._endpoint_now,
-                                now - self._lost_at)
-                self._lost_at = None
-            self._do(self.session.receive(msg, now), now)
+            for msg in msgs:
+                self._receive(msg, now)
+
+    def _receive(self, msg: m.Message, now: float) -> None:
+        if isinstance(msg, m.Welcome):
+            self._attempts = 0
+            if self._lost_at is not None:
+                log.warning("joined the controller at %s after %.0f s", self._endpoint_now,
+                            now - self._lost_at)
+            self._lost_at = None
+        self._do(self.session.receive(msg, now), now)
 
     def _poll_runs(self, now: float) -> None:
         for key, run in list(self.runs.items()):
