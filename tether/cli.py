@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--strategy", help="strategy name or module:factory")
     c.add_argument("--warm-start", metavar="OLD.jsonl", help="prior data from another run's log")
     c.add_argument("--address-file", metavar="PATH", help="write the endpoint workers should dial")
+    c.add_argument("--keys", metavar="DIR", help="CURVE keys: let in only workers in DIR/authorized")
 
     w = sub.add_parser("worker", help="run a worker agent")
     where = w.add_mutually_exclusive_group(required=True)
@@ -38,6 +39,16 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--drain", type=float, default=0.0, metavar="SECONDS",
                    help="take no new work when less walltime than this remains")
     w.add_argument("--name", help="worker name in the log (default host:pid)")
+    w.add_argument("--keys", metavar="DIR", help="CURVE keys: this worker's pair and the "
+                   "controller's public key (DIR or DIR/workers/NAME)")
+
+    k = sub.add_parser("keys", help="CURVE key pairs for the controller and workers")
+    ks = k.add_subparsers(dest="keys_command", required=True)
+    kg = ks.add_parser("generate", help="a controller pair, worker pairs and the allow-list")
+    kg.add_argument("dir", metavar="DIR")
+    kn = kg.add_mutually_exclusive_group()
+    kn.add_argument("--workers", type=int, default=1, metavar="N", help="worker pairs (default 1)")
+    kn.add_argument("--add-worker", metavar="NAME", help="add one worker pair to DIR")
 
     lg = sub.add_parser("log", help="read an evaluation log")
     ls = lg.add_subparsers(dest="log_command", required=True)
@@ -67,11 +78,20 @@ def _dispatch(a: argparse.Namespace) -> int:
         from tether.controller.daemon import ControllerArgs, run_controller
 
         return run_controller(ControllerArgs(a.config, a.bind, a.log, a.resume, a.budget,
-                                             a.strategy, a.warm_start, a.address_file))
+                                             a.strategy, a.warm_start, a.address_file,
+                                             a.keys))
     if a.cmd == "worker":
         from tether.worker.main import run_worker
 
         return run_worker(a)
+    if a.cmd == "keys":
+        from tether.keys import generate
+
+        for line in generate(a.dir, a.workers, a.add_worker):
+            print(line)
+        print(f"controller: tether controller --keys {a.dir}; each worker: tether worker --keys "
+              f"{a.dir}/workers/NAME (copy only that directory to the worker's node)")
+        return 0
     from tether.log import cli as lc
 
     cmd = a.log_command

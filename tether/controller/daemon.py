@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tether import __version__
+from tether import __version__, keys
 from tether.controller.server import ControllerServer
 from tether.controller.settings import Config, RunSettings, load_config, parse_config
 from tether.errors import ConfigError, LogError
@@ -34,6 +34,7 @@ class ControllerArgs:
     strategy: str | None = None
     warm_start: str | None = None
     address_file: str | None = None
+    keys: str | None = None
 
 
 def last_start(events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -77,7 +78,7 @@ def build(args: ControllerArgs) -> tuple[Config, list[dict[str, Any]] | None]:
     if config is None:
         config = parse_config(DEFAULT_CONFIG)
     config = config.with_overrides(strategy=args.strategy, bind=args.bind, log=log_path,
-                                   budget=args.budget)
+                                   budget=args.budget, keys=args.keys)
     return config, events
 
 
@@ -111,6 +112,8 @@ def already_finished(events: list[dict[str, Any]], budget: int) -> str | None:
 
 def run_controller(args: ControllerArgs) -> int:
     config, events = build(args)
+    if config.run.keys is not None:
+        keys.load_server(config.run.keys)  # unusable keys: exit 2 before any work
     if events is not None and (reason := already_finished(events, config.run.budget)):
         print(f"the run in {config.run.log} already finished ({reason}); nothing to do "
               "(raise --budget to extend it)", flush=True)
@@ -128,6 +131,8 @@ def run_controller(args: ControllerArgs) -> int:
         where = advertised(server.endpoint)
         print(f"tether controller listening on {where}, log {config.run.log}", file=sys.stderr,
               flush=True)
+        if warning := keys.open_warning(server.endpoint, config.run.keys):
+            print(f"tether: {warning}", file=sys.stderr, flush=True)
         if args.address_file:
             tmp = Path(args.address_file + ".tmp")
             tmp.write_text(where + "\n")

@@ -17,6 +17,7 @@ from typing import Any
 
 import zmq
 
+from tether import keys
 from tether.controller.core import ControllerCore, Dispatch, Finish, SendKill
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError, RemoteProtocolError
@@ -75,6 +76,7 @@ class ControllerServer:
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * self.settings.liveness)
         s.setsockopt(zmq.SNDHWM, 100_000)
         s.setsockopt(zmq.RCVHWM, 100_000)
+        keys.configure_server(s, self.settings.keys)  # CURVE + allow-list; before bind
 
     def _bind(self, endpoint: str) -> str:
         try:

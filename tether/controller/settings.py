@@ -32,6 +32,7 @@ class RunSettings:
     target: float | None = None
     patience: int | None = None
     grace: float | None = None  # wait after --resume for in-flight evals; default: liveness window
+    keys: str | None = None  # CURVE key directory (tether keys generate): workers need a key
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -67,7 +68,7 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "budget": (int,), "bind": (str,), "log": (str,), "eval_timeout": (int, float),
     "max_retries": (int,), "heartbeat": (int, float), "liveness": (int,),
     "max_time": (int, float), "target": (int, float), "patience": (int,),
-    "grace": (int, float),
+    "grace": (int, float), "keys": (str,),
 }
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import zmq
 
+from tether import keys
 from tether.errors import ConfigError, RemoteProtocolError
 from tether.protocol import codec
 from tether.protocol import messages as m
@@ -46,6 +47,7 @@ class WorkerOptions:
     backoff_max: float = 30.0
     hello_timeout: float = 2.0
     address_poll: float = 0.2  # seconds between reads of a missing --address-file
+    keys: str | None = None  # CURVE key directory: this worker's pair and the controller's key
 
 
 class WorkerAgent:
@@ -224,6 +226,7 @@ class WorkerAgent:
         s.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
         s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        keys.configure_client(s, self.opts.keys)  # CURVE; before connect
         try:
             s.connect(endpoint)
         except zmq.ZMQError as exc:

@@ -1,0 +1,580 @@
+"""CURVE keys: generation, loading with permission checks, and the controller's ZAP handler.
+
+A key directory made by ``tether keys generate DIR`` looks like this::
+
+    DIR/controller.key                 the controller's public key (workers need it)
+    DIR/controller.key_secret          the controller's secret key (mode 600)
+    DIR/authorized/NAME.key            allow-list: public keys of the workers let in
+    DIR/workers/NAME/worker.key_secret worker NAME's key pair (mode 600)
+    DIR/workers/NAME/controller.key    a copy of the controller's public key
+
+``tether controller --keys DIR`` reads the controller pair and the allow-list;
+``tether worker --keys D`` reads ``D/worker.key_secret`` and ``D/controller.key``, where
+``D`` is one ``DIR/workers/NAME`` (or ``DIR`` itself when it holds a single worker pair),
+so one directory can be copied to a node as is. Files use the ZPL certificate format of
+``zmq.auth`` (czmq), so its tools read them too.
+
+The controller side runs one ZAP handler thread per ZeroMQ context (ZAP is bound to a
+fixed inproc address per context). It re-reads the allow-list when the directory changes
+(checked at every handshake, and every second) or on SIGHUP, sets the ZMQ ``User-Id`` of
+an accepted connection to the worker's public key (z85) and the property
+``X-Tether-Key`` to the key file's name, and logs refused attempts at most once a minute
+per peer address. Public keys are not secret; only their short fingerprints are logged.
+The thread ends by itself when the context is terminated (ETERM).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import signal
+import stat
+import struct
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import zmq
+from zmq.auth import load_certificate
+from zmq.utils import z85
+from zmq.utils.monitor import parse_monitor_message
+
+from tether.errors import ConfigError
+
+log = logging.getLogger("tether.keys")
+
+CONTROLLER = "controller"
+WORKER = "worker"
+AUTHORIZED = "authorized"
+WORKERS = "workers"
+PUBLIC = ".key"
+SECRET = ".key_secret"
+KEY_NAME_PROPERTY = "X-Tether-Key"  # ZMQ message property: the allow-list file's name
+REFUSAL_LOG_INTERVAL = 60.0  # seconds between two refusal lines for one peer address
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_POSIX = os.name == "posix"
+
+
+# ------------------------------------------------------------------ key files
+def fingerprint(public_z85: str | bytes) -> str:
+    """A short, stable name for a public key, safe to log (e.g. ``sha256:3f2a…``)."""
+    text = public_z85.decode() if isinstance(public_z85, bytes) else public_z85
+    raw = z85.decode(text.encode())
+    return "sha256:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _write_key(path: Path, name: str, public: bytes, secret: bytes | None) -> None:
+    when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    kind = "SECRET key: readable by its owner only (mode 600), never share it" if secret else \
+        "public key"
+    lines = [f"#   tether CURVE {kind}", f"#   name {name}, made {when}",
+             f"#   fingerprint {fingerprint(public)}", "metadata", "curve",
+             f'    public-key = "{public.decode()}"']
+    if secret:
+        lines.append(f'    secret-key = "{secret.decode()}"')
+    # O_EXCL: never overwrite a key; a secret is created 600, never readable for a moment
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if secret else 0o644)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write("\n".join(lines) + "\n")
+
+
+def _read_key(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
+    try:
+        public, secret = load_certificate(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read key file {path}: {exc}") from None
+    for what, key in (("public", public), ("secret", secret)):
+        if key is not None and not _valid_z85_key(key):
+            raise ConfigError(f"key file {path}: the {what} key is not a 40-character z85 key")
+    if need_secret and secret is None:
+        raise ConfigError(f"key file {path} holds no secret key")
+    return public, secret
+
+
+def _valid_z85_key(key: bytes) -> bool:
+    if len(key) != 40:
+        return False
+    try:
+        return len(z85.decode(key)) == 32
+    except (ValueError, KeyError, struct.error):
+        return False
+
+
+def check_secret_file(path: Path) -> None:
+    """Refuse a secret key others could read or that belongs to someone else (as ssh does)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"cannot read secret key {path}: {exc.strerror or exc}") from None
+    if not _POSIX:
+        return
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        raise ConfigError(f"secret key {path} is accessible by others (mode {mode:04o}): "
+                          f"run chmod 600 {path}")
+    if st.st_uid not in (os.geteuid(), 0):
+        raise ConfigError(f"secret key {path} belongs to another user (uid {st.st_uid})")
+
+
+def _insecure_dir_reason(path: Path) -> str | None:
+    """Why others could add keys to the allow-list directory, or None if they cannot."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if _POSIX and stat.S_IMODE(st.st_mode) & 0o022:
+        return (f"allow-list {path} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): "
+                f"run chmod go-w {path}")
+    if _POSIX and st.st_uid not in (os.geteuid(), 0):
+        return f"allow-list {path} belongs to another user (uid {st.st_uid})"
+    return None
+
+
+# ------------------------------------------------------------------ generate
+def _check_name(name: str) -> str:
+    if not _NAME.fullmatch(name) or name == CONTROLLER:
+        raise ConfigError(f"bad worker key name {name!r}: use letters, digits, '.', '_', '-' "
+                          f"(not {CONTROLLER!r})")
+    return name
+
+
+def _mkdir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def generate(directory: str | Path, workers: int = 1, add_worker: str | None = None) -> list[str]:
+    """Create the controller pair (unless present) and worker pairs; return what was made.
+
+    Without ``add_worker``, ``DIR`` must not hold keys yet: keys are never overwritten.
+    """
+    d = Path(directory)
+    has_controller = (d / (CONTROLLER + SECRET)).exists()
+    if has_controller and add_worker is None:
+        raise ConfigError(f"{d} already holds a controller key pair: use --add-worker NAME "
+                          "to add a worker, or another directory")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if add_worker is not None:
+        names = [_check_name(add_worker)]
+    else:
+        names = [WORKER] if workers == 1 else [f"{WORKER}-{i}" for i in range(1, workers + 1)]
+    for name in names:
+        if (d / WORKERS / name).exists() or (d / AUTHORIZED / (name + PUBLIC)).exists():
+            raise ConfigError(f"{d} already has a worker key named {name!r}")
+    made: list[str] = []
+    try:
+        for sub in (d, d / AUTHORIZED, d / WORKERS):
+            _mkdir(sub)
+        if not has_controller:
+            pub, sec = zmq.curve_keypair()
+            _write_key(d / (CONTROLLER + SECRET), CONTROLLER, pub, sec)
+            _write_key(d / (CONTROLLER + PUBLIC), CONTROLLER, pub, None)
+            made.append(f"controller {fingerprint(pub)}: {d / (CONTROLLER + SECRET)}")
+        server_public, _ = _read_key(d / (CONTROLLER + PUBLIC), need_secret=False)
+        for name in names:
+            wdir = d / WORKERS / name
+            _mkdir(wdir)
+            pub, sec = zmq.curve_keypair()
+            _write_key(wdir / (WORKER + SECRET), name, pub, sec)
+            _write_key(wdir / (CONTROLLER + PUBLIC), CONTROLLER, server_public, None)
+            _write_key(d / AUTHORIZED / (name + PUBLIC), name, pub, None)
+            made.append(f"worker {name} {fingerprint(pub)}: {wdir}")
+    except OSError as exc:
+        raise ConfigError(f"cannot write keys in {d}: {exc.strerror or exc}") from None
+    return made
+
+
+# ------------------------------------------------------------------ load
+@dataclass(frozen=True)
+class ClientKeys:
+    public: bytes
+    secret: bytes
+    server_public: bytes
+    where: Path
+
+
+def _worker_dir(directory: Path) -> Path:
+    if (directory / (WORKER + SECRET)).exists():
+        return directory
+    pairs = sorted(p for p in (directory / WORKERS).glob("*") if (p / (WORKER + SECRET)).exists())
+    if len(pairs) == 1:
+        return pairs[0]
+    if not pairs:
+        raise ConfigError(f"no worker key pair in {directory} (expected {WORKER + SECRET}; "
+                          "make one with: tether keys generate DIR)")
+    raise ConfigError(f"{directory} holds {len(pairs)} worker key pairs: give --keys "
+                      f"{directory / WORKERS}/NAME")
+
+
+def load_client(directory: str | Path) -> ClientKeys:
+    """The worker's key pair and the controller's public key; ConfigError if unusable."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(f"--keys {d}: no such directory")
+    wdir = _worker_dir(d)
+    check_secret_file(wdir / (WORKER + SECRET))
+    public, secret = _read_key(wdir / (WORKER + SECRET), need_secret=True)
+    server, _ = _read_key(wdir / (CONTROLLER + PUBLIC), need_secret=False)
+    assert secret is not None  # need_secret
+    return ClientKeys(public, secret, server, wdir)
+
+
+def load_server(directory: str | Path) -> tuple[bytes, bytes]:
+    """The controller's key pair, after checking the pair and the allow-list directory."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise ConfigError(f"--keys {d}: no such directory")
+    path = d / (CONTROLLER + SECRET)
+    check_secret_file(path)
+    public, secret = _read_key(path, need_secret=True)
+    assert secret is not None  # need_secret
+    reason = _insecure_dir_reason(d / AUTHORIZED)
+    if reason is not None:
+        raise ConfigError(reason)
+    return public, secret
+
+
+def configure_client(sock: zmq.Socket[Any], directory: str | Path | None) -> None:
+    """Make a worker's DEALER speak CURVE with its pair; no-op without a key directory.
+
+    Call before ``connect``. A controller that does not accept the key never answers.
+    """
+    if directory is None:
+        return
+    k = load_client(directory)
+    sock.curve_secretkey = k.secret
+    sock.curve_publickey = k.public
+    sock.curve_serverkey = k.server_public
+
+
+# ------------------------------------------------------------------ allow-list
+class AllowList:
+    """The public keys in ``DIR/authorized/*.key``, re-read whenever the directory changes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.keys: dict[bytes, str] = {}  # z85 public key -> key file name (stem)
+        self._signature: tuple[Any, ...] | None = None
+
+    def _scan(self) -> tuple[Any, ...]:
+        # a file rewritten in place keeps its name, so size and mtime are part of it
+        try:
+            st = self.directory.stat()
+            entries = sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size, e.stat().st_mode)
+                             for e in os.scandir(self.directory) if e.name.endswith(PUBLIC))
+        except OSError:
+            return ("missing",)
+        return (st.st_mtime_ns, st.st_mode, st.st_uid, *entries)
+
+    def refresh(self, force: bool = False) -> bool:
+        """Re-read the directory if it changed (or ``force``); True if it was re-read."""
+        sig = self._scan()
+        if sig == self._signature and not force:
+            return False
+        self._signature = sig
+        old = set(self.keys)
+        self.keys = self._load()
+        added, removed = len(set(self.keys) - old), len(old - set(self.keys))
+        log.warning("allow-list %s: %d key(s) (+%d -%d)", self.directory, len(self.keys),
+                    added, removed)
+        return True
+
+    def _load(self) -> dict[bytes, str]:
+        reason = _insecure_dir_reason(self.directory)
+        if reason is not None:  # refuse everyone rather than trust keys others may have put
+            log.warning("%s; refusing every worker until that is fixed", reason)
+            return {}
+        keys: dict[bytes, str] = {}
+        for path in sorted(self.directory.glob("*" + PUBLIC)):
+            if _POSIX and stat.S_IMODE(path.stat().st_mode) & 0o022:
+                log.warning("ignoring %s: writable by others (run chmod go-w)", path)
+                continue
+            try:
+                public, _ = _read_key(path, need_secret=False)
+            except ConfigError as exc:
+                log.warning("ignoring %s", exc)
+                continue
+            keys[public] = path.name[: -len(PUBLIC)]
+        return keys
+
+    def lookup(self, public_z85: bytes) -> str | None:
+        self.refresh()
+        return self.keys.get(public_z85)
+
+
+# ------------------------------------------------------------------ refusal log
+@dataclass
+class RefusalLog:
+    """Counts refused attempts; logs one line per peer address per ``interval`` seconds.
+
+    A refused peer that retries (libzmq may, many times a second) or a flood of them must
+    not fill the controller's output, so later refusals only bump a counter that the next
+    line reports.
+    """
+
+    interval: float = REFUSAL_LOG_INTERVAL
+    clock: Callable[[], float] = time.monotonic
+    max_peers: int = 10_000
+    counts: dict[str, int] = field(default_factory=dict)  # reason -> refused attempts
+    _last: dict[str, tuple[float, int]] = field(default_factory=dict)  # address -> (t, muted)
+
+    def refused(self, address: str, reason: str, detail: str) -> bool:
+        """Record one refusal; True if it was logged."""
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        now = self.clock()
+        last = self._last.get(address)
+        if last is not None and now - last[0] < self.interval:
+            self._last[address] = (last[0], last[1] + 1)
+            return False
+        if last is None and len(self._last) >= self.max_peers:
+            self._last.pop(next(iter(self._last)))  # forget the oldest peer
+        muted = f" ({last[1]} more refused since the last report)" if last and last[1] else ""
+        log.warning("refused a connection from %s: %s%s", address, detail, muted)
+        self._last[address] = (now, 0)
+        return True
+
+
+# ------------------------------------------------------------------ ZAP handler
+_ZAP_ENDPOINT = "inproc://zeromq.zap.01"  # fixed by the ZAP specification (RFC 27)
+_HANDSHAKE_FAILED = zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+
+
+@dataclass
+class _Domain:
+    allow: AllowList
+    refusals: RefusalLog
+
+
+class ZapHandler:
+    """Answers the ZAP requests of every CURVE server socket of one context, in a thread."""
+
+    def __init__(self, ctx: zmq.Context[Any]) -> None:
+        self.ctx = ctx
+        self.domains: dict[str, _Domain] = {}
+        self.reload = threading.Event()  # set by SIGHUP
+        self._monitors: list[tuple[str, str]] = []  # (inproc address, domain) for the thread
+        self._lock = threading.Lock()
+        self._zap = ctx.socket(zmq.REP)
+        self._zap.linger = 0
+        self._zap.bind(_ZAP_ENDPOINT)  # here, so a second handler fails loudly at once
+        self._thread = threading.Thread(target=self._run, name="tether-zap", daemon=True)
+        self._thread.start()
+
+    def add_domain(self, name: str, allow: AllowList, monitor: str) -> _Domain:
+        dom = _Domain(allow, RefusalLog())
+        with self._lock:
+            self.domains[name] = dom
+            self._monitors.append((monitor, name))
+        return dom
+
+    def _run(self) -> None:
+        monitors: dict[zmq.Socket[Any], str] = {}  # monitor socket -> its server's domain
+        try:
+            while True:
+                with self._lock:
+                    new, self._monitors = self._monitors, []
+                for addr, domain in new:
+                    mon = self.ctx.socket(zmq.PAIR)
+                    mon.linger = 0
+                    mon.connect(addr)
+                    monitors[mon] = domain
+                poller = zmq.Poller()
+                for s in [self._zap, *monitors]:
+                    poller.register(s, zmq.POLLIN)
+                for s, _ in poller.poll(1000):
+                    if s is self._zap:
+                        self._answer(s.recv_multipart())
+                    else:
+                        self._on_monitor(monitors[s], s.recv_multipart())
+                self._refresh_all()
+        except zmq.ContextTerminated:
+            pass  # the controller is closing: let ctx.term() finish
+        finally:
+            for s in [self._zap, *monitors]:
+                s.close(0)
+
+    def _refresh_all(self) -> None:
+        force = self.reload.is_set()
+        self.reload.clear()
+        for dom in list(self.domains.values()):
+            dom.allow.refresh(force)
+
+    def _answer(self, req: list[bytes]) -> None:
+        if len(req) < 6 or req[0] != b"1.0":
+            if len(req) >= 2:
+                self._zap.send_multipart([b"1.0", req[1], b"400", b"malformed ZAP request", b"", b""])
+            else:  # a REP socket must answer something before it can read again
+                self._zap.send_multipart([b"1.0", b"", b"400", b"malformed ZAP request", b"", b""])
+            return
+        try:
+            status, user, meta = self._judge(req)
+        except Exception:  # a bug here must not stall every handshake: refuse, say why
+            log.exception("ZAP handler failed; refusing the connection")
+            status, user, meta = b"500", b"", b""
+        text = b"OK" if status == b"200" else b"refused"
+        self._zap.send_multipart([b"1.0", req[1], status, text, user, meta])
+
+    def _judge(self, req: list[bytes]) -> tuple[bytes, bytes, bytes]:
+        domain = req[2].decode(errors="replace")
+        address = req[3].decode(errors="replace")
+        mechanism = req[5]
+        dom = self.domains.get(domain)
+        if dom is None:  # not one of ours: classic ZeroMQ (NULL open, nothing else)
+            return (b"200" if mechanism == b"NULL" else b"400"), b"", b""
+        if mechanism != b"CURVE" or len(req) != 7 or len(req[6]) != 32:
+            dom.refusals.refused(address, "mechanism", f"not CURVE ({mechanism!r})")
+            return b"400", b"", b""
+        public = z85.encode(req[6])
+        name = dom.allow.lookup(public)
+        if name is None:
+            dom.refusals.refused(address, "unknown_key", f"key {fingerprint(public)} is not in "
+                                 f"the allow-list {dom.allow.directory}")
+            return b"400", b"", b""
+        return b"200", public, _property(KEY_NAME_PROPERTY, name.encode())
+
+    def _on_monitor(self, domain: str, frames: list[bytes]) -> None:
+        event = parse_monitor_message(frames)
+        dom = self.domains.get(domain)
+        if dom is None or not event["event"] & _HANDSHAKE_FAILED:
+            return
+        # libzmq names only our own endpoint here, not the peer's address
+        endpoint = event["endpoint"].decode(errors="replace")
+        dom.refusals.refused(f"an address libzmq does not report (on {endpoint})", "handshake",
+                             "no CURVE, or not this controller's public key")
+
+
+def _property(name: str, value: bytes) -> bytes:
+    """One ZMTP metadata property, as a ZAP reply's metadata frame carries it."""
+    raw = name.encode()
+    return bytes([len(raw)]) + raw + struct.pack(">I", len(value)) + value
+
+
+_HANDLERS: weakref.WeakKeyDictionary[zmq.Context[Any], ZapHandler] = weakref.WeakKeyDictionary()
+_HANDLERS_LOCK = threading.Lock()
+_DOMAIN_COUNTER = iter(range(1, 1 << 62))
+
+
+def _handler(ctx: zmq.Context[Any]) -> ZapHandler:
+    with _HANDLERS_LOCK:
+        h = _HANDLERS.get(ctx)
+        if h is None:
+            try:
+                h = ZapHandler(ctx)
+            except zmq.ZMQError as exc:
+                raise ConfigError(f"cannot start the CURVE authenticator: {exc} (another ZAP "
+                                  "handler in this ZeroMQ context?)") from None
+            _HANDLERS[ctx] = h
+            _install_sighup()
+        return h
+
+
+def _install_sighup() -> None:
+    """SIGHUP re-reads every allow-list (only from the main thread, and only if unhandled)."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        return
+    if callable(signal.getsignal(signal.SIGHUP)):
+        return  # someone else's handler: leave it alone (SIG_IGN, e.g. nohup, is replaced)
+
+    def on_hup(signum: int, frame: Any) -> None:
+        for h in list(_HANDLERS.values()):
+            h.reload.set()
+
+    signal.signal(signal.SIGHUP, on_hup)
+
+
+def configure_server(sock: zmq.Socket[Any], directory: str | Path | None) -> None:
+    """Turn on CURVE for the controller's ROUTER with the allow-list; no-op without keys.
+
+    Call before ``bind``. A peer whose key is not in ``DIR/authorized`` (or that does not
+    speak CURVE with this controller's public key) gets no message at all.
+    """
+    if directory is None:
+        return
+    d = Path(directory)
+    public, secret = load_server(d)
+    allow = AllowList(d / AUTHORIZED)
+    allow.refresh(force=True)
+    handler = _handler(sock.context)
+    domain = f"tether-{next(_DOMAIN_COUNTER)}"
+    monitor = f"inproc://tether-handshakes-{domain}-{id(sock):x}"
+    sock.monitor(monitor, _HANDSHAKE_FAILED)
+    handler.add_domain(domain, allow, monitor)
+    sock.zap_domain = domain.encode()
+    sock.curve_server = True
+    sock.curve_secretkey = secret
+    sock.curve_publickey = public
+
+
+def refusals(sock: zmq.Socket[Any]) -> dict[str, int]:
+    """Refused connection attempts on a CURVE server socket, by reason (empty without keys).
+
+    Reasons: ``unknown_key`` (a CURVE key not in the allow-list), ``handshake`` (no CURVE,
+    or the wrong controller public key), ``mechanism`` (another security mechanism).
+    """
+    h = _HANDLERS.get(sock.context)
+    raw = sock.getsockopt(zmq.ZAP_DOMAIN)
+    domain = raw.decode() if isinstance(raw, bytes) else str(raw)
+    dom = h.domains.get(domain) if h is not None else None
+    return dict(dom.refusals.counts) if dom is not None else {}
+
+
+# ------------------------------------------------------------------ per connection
+def peer_key(frame: zmq.Frame) -> str | None:
+    """The z85 public key the sender of ``frame`` authenticated with, or None without CURVE.
+
+    ``frame`` is any frame of a message received with ``copy=False`` (e.g. the routing id
+    frame of ``sock.recv_multipart(copy=False)``).
+    """
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:  # no ZAP handler judged this connection: no CURVE
+        return None
+    return str(user) if user else None
+
+
+def peer_key_name(frame: zmq.Frame) -> str | None:
+    """The allow-list file name (``authorized/NAME.key`` → ``NAME``) the sender's key is in."""
+    try:
+        value = frame.get(KEY_NAME_PROPERTY)
+    except zmq.ZMQError:
+        return None
+    return str(value) if value else None
+
+
+def peer_fingerprint(frame: zmq.Frame) -> str | None:
+    """:func:`fingerprint` of the sender's key: what ``worker_joined`` should record."""
+    key = peer_key(frame)
+    return fingerprint(key) if key else None
+
+
+# ------------------------------------------------------------------ open controllers
+def open_warning(endpoint: str, directory: str | Path | None) -> str | None:
+    """The one-line warning for a controller without keys bound beyond loopback, else None."""
+    if directory is not None or not _beyond_loopback(endpoint):
+        return None
+    return (f"warning: {endpoint} accepts any worker: anyone who can reach this port can take "
+            "part in the run (use --keys DIR, see docs/security.md)")
+
+
+def _beyond_loopback(endpoint: str) -> bool:
+    parts = urlsplit(endpoint)
+    if parts.scheme in ("ipc", "inproc"):
+        return False
+    host = (parts.hostname or "").strip("[]")
+    if host == "localhost":
+        return False
+    with contextlib.suppress(ValueError):
+        return not ipaddress.ip_address(host).is_loopback
+    return True  # a wildcard, an interface or a host name: reachable from elsewhere
