@@ -250,10 +250,15 @@ def configure_client(sock: zmq.Socket[Any], directory: str | Path | None) -> Non
     """Make a worker's DEALER speak CURVE with its pair; no-op without a key directory.
 
     Call before ``connect``. A controller that does not accept the key never answers.
+    On a ConfigError the socket is closed: an open one would keep its context from ending.
     """
     if directory is None:
         return
-    k = load_client(directory)
+    try:
+        k = load_client(directory)
+    except ConfigError:
+        sock.close(0)
+        raise
     sock.curve_secretkey = k.secret
     sock.curve_publickey = k.public
     sock.curve_serverkey = k.server_public
@@ -498,15 +503,20 @@ def configure_server(sock: zmq.Socket[Any], directory: str | Path | None) -> Non
     """Turn on CURVE for the controller's ROUTER with the allow-list; no-op without keys.
 
     Call before ``bind``. A peer whose key is not in ``DIR/authorized`` (or that does not
-    speak CURVE with this controller's public key) gets no message at all.
+    speak CURVE with this controller's public key) gets no message at all. On a
+    ConfigError the socket is closed, as in :func:`configure_client`.
     """
     if directory is None:
         return
     d = Path(directory)
-    public, secret = load_server(d)
+    try:
+        public, secret = load_server(d)
+        handler = _handler(sock.context)
+    except ConfigError:
+        sock.close(0)
+        raise
     allow = AllowList(d / AUTHORIZED)
     allow.refresh(force=True)
-    handler = _handler(sock.context)
     domain = f"tether-{next(_DOMAIN_COUNTER)}"
     monitor = f"inproc://tether-handshakes-{domain}-{id(sock):x}"
     sock.monitor(monitor, _HANDSHAKE_FAILED)
