@@ -220,7 +220,7 @@ def _worker_dir(directory: Path) -> Path:
 
 def load_client(directory: str | Path) -> ClientKeys:
     """The worker's key pair and the controller's public key; ConfigError if unusable."""
-    d = Path(directory)
+    d = Path(directory).expanduser()  # a config file's "~/..." is not expanded by a shell
     if not d.is_dir():
         raise ConfigError(f"--keys {d}: no such directory")
     wdir = _worker_dir(d)
@@ -233,7 +233,7 @@ def load_client(directory: str | Path) -> ClientKeys:
 
 def load_server(directory: str | Path) -> tuple[bytes, bytes]:
     """The controller's key pair, after checking the pair and the allow-list directory."""
-    d = Path(directory)
+    d = Path(directory).expanduser()
     if not d.is_dir():
         raise ConfigError(f"--keys {d}: no such directory")
     path = d / (CONTROLLER + SECRET)
@@ -508,7 +508,7 @@ def configure_server(sock: zmq.Socket[Any], directory: str | Path | None) -> Non
     """
     if directory is None:
         return
-    d = Path(directory)
+    d = Path(directory).expanduser()
     try:
         public, secret = load_server(d)
         handler = _handler(sock.context)
