@@ -1,26 +1,16 @@
 """CURVE keys: generation, loading with permission checks, and the controller's ZAP handler.
 
-A key directory made by ``tether keys generate DIR`` looks like this::
+Layout of a key directory (``tether keys generate DIR``; details in docs/security.md)::
 
-    DIR/controller.key                 the controller's public key (workers need it)
-    DIR/controller.key_secret          the controller's secret key (mode 600)
-    DIR/authorized/NAME.key            allow-list: public keys of the workers let in
-    DIR/workers/NAME/worker.key_secret worker NAME's key pair (mode 600)
-    DIR/workers/NAME/controller.key    a copy of the controller's public key
+    DIR/controller.key, DIR/controller.key_secret    the controller's pair
+    DIR/authorized/NAME.key                          allow-list: workers let in
+    DIR/workers/NAME/worker.key_secret, controller.key   what worker NAME needs
 
-``tether controller --keys DIR`` reads the controller pair and the allow-list;
-``tether worker --keys D`` reads ``D/worker.key_secret`` and ``D/controller.key``, where
-``D`` is one ``DIR/workers/NAME`` (or ``DIR`` itself when it holds a single worker pair),
-so one directory can be copied to a node as is. Files use the ZPL certificate format of
-``zmq.auth`` (czmq), so its tools read them too.
-
-The controller side runs one ZAP handler thread per ZeroMQ context (ZAP is bound to a
-fixed inproc address per context). It re-reads the allow-list when the directory changes
-(checked at every handshake, and every second) or on SIGHUP, sets the ZMQ ``User-Id`` of
-an accepted connection to the worker's public key (z85) and the property
-``X-Tether-Key`` to the key file's name, and logs refused attempts at most once a minute
-per peer address. Public keys are not secret; only their short fingerprints are logged.
-The thread ends by itself when the context is terminated (ETERM).
+Files use the ZPL certificate format of ``zmq.auth``. The controller runs one ZAP
+handler thread per ZeroMQ context (ZAP has one fixed inproc address per context): it
+re-reads the allow-list when it changes or on SIGHUP, sets ``User-Id`` of an accepted
+connection to the worker's z85 public key and ``X-Tether-Key`` to its file's name, and
+logs refusals at a bounded rate. It ends by itself when the context terminates (ETERM).
 """
 
 from __future__ import annotations
@@ -417,11 +407,9 @@ class ZapHandler:
             dom.allow.refresh(force)
 
     def _answer(self, req: list[bytes]) -> None:
-        if len(req) < 6 or req[0] != b"1.0":
-            if len(req) >= 2:
-                self._zap.send_multipart([b"1.0", req[1], b"400", b"malformed ZAP request", b"", b""])
-            else:  # a REP socket must answer something before it can read again
-                self._zap.send_multipart([b"1.0", b"", b"400", b"malformed ZAP request", b"", b""])
+        if len(req) < 6 or req[0] != b"1.0":  # a REP socket must answer before reading on
+            rid = req[1] if len(req) >= 2 else b""
+            self._zap.send_multipart([b"1.0", rid, b"400", b"malformed ZAP request", b"", b""])
             return
         try:
             status, user, meta = self._judge(req)
@@ -522,6 +510,11 @@ def configure_server(sock: zmq.Socket[Any], directory: str | Path | None) -> Non
     sock.monitor(monitor, _HANDSHAKE_FAILED)
     handler.add_domain(domain, allow, monitor)
     sock.zap_domain = domain.encode()
+    if sock.type == zmq.ROUTER:
+        # With handover, a peer that sets its ROUTING_ID to another worker's id takes over
+        # that worker's routing: it would receive its evaluations and speak in its name.
+        # Workers never choose routing ids (the ROUTER assigns them), so nothing is lost.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
     sock.curve_server = True
     sock.curve_secretkey = secret
     sock.curve_publickey = public
@@ -547,20 +540,36 @@ def peer_key(frame: zmq.Frame) -> str | None:
     ``frame`` is any frame of a message received with ``copy=False`` (e.g. the routing id
     frame of ``sock.recv_multipart(copy=False)``).
     """
+    return _property_of(frame, "User-Id")
+
+
+def _property_of(frame: zmq.Frame, name: str) -> str | None:
     try:
-        user = frame.get("User-Id")
+        value = frame.get(name)
     except zmq.ZMQError:  # no ZAP handler judged this connection: no CURVE
         return None
-    return str(user) if user else None
+    return str(value) if value else None
+
+
+def recv_with_key(sock: zmq.Socket[Any], flags: int = 0) -> tuple[list[bytes], str | None]:
+    """``sock.recv_multipart(flags)`` plus :func:`peer_key` of the message's sender.
+
+    Only the first frame is received with ``copy=False`` (what carries the metadata), so
+    the cost over ``recv_multipart`` is one Frame object per message. Check the key on
+    every message, not once per routing id: a routing id is a name, the key is a proof.
+    """
+    first = sock.recv(flags, copy=False)
+    frames = [first.bytes]
+    more = first.more
+    while more:  # the parts of a message arrive together: these never wait
+        frames.append(sock.recv(flags))
+        more = bool(sock.getsockopt(zmq.RCVMORE))
+    return frames, peer_key(first)
 
 
 def peer_key_name(frame: zmq.Frame) -> str | None:
     """The allow-list file name (``authorized/NAME.key`` → ``NAME``) the sender's key is in."""
-    try:
-        value = frame.get(KEY_NAME_PROPERTY)
-    except zmq.ZMQError:
-        return None
-    return str(value) if value else None
+    return _property_of(frame, KEY_NAME_PROPERTY)
 
 
 def peer_fingerprint(frame: zmq.Frame) -> str | None:

@@ -190,3 +190,31 @@ def test_connection_key_is_visible_to_the_server(tmp_path: Path,
     wait_for(lambda: keys.refusals(router).get("handshake"), 20, "a counted refusal")
     assert not router.poll(0)
     assert d.poll(0) == 0
+
+
+def test_routing_id_takeover_is_refused(tmp_path: Path, socks: Sockets) -> None:
+    """An allowed peer that copies another's routing id gets neither its traffic nor its voice."""
+    kd = tmp_path / "keys"
+    keys.generate(kd, workers=2)
+    router = socks.socket(zmq.ROUTER)
+    keys.configure_server(router, kd)
+    endpoint = f"tcp://127.0.0.1:{router.bind_to_random_port('tcp://127.0.0.1')}"
+    a = dealer(socks, endpoint, kd / "workers" / "worker-1", "a")
+    assert router.poll(20_000)
+    frames, key_a = keys.recv_with_key(router, zmq.NOBLOCK)
+    rid = frames[0]
+    assert key_a == keys.load_client(kd / "workers" / "worker-1").public.decode()
+
+    b = socks.socket(zmq.DEALER)
+    b.routing_id = rid  # claims a's routing id
+    keys.configure_client(b, kd / "workers" / "worker-2")
+    b.connect(endpoint)
+    b.send(codec.encode(m.Result(1, 0, -1e9)))
+    a.send(codec.encode(m.Heartbeat()))  # a is still heard, under its own key
+    assert router.poll(20_000)
+    frames, key = keys.recv_with_key(router, zmq.NOBLOCK)
+    assert frames == [rid, codec.encode(m.Heartbeat())] and key == key_a
+    router.send_multipart([rid, codec.encode(m.Evaluate(1, 0, (0.5,)))])
+    assert a.poll(20_000) and isinstance(codec.decode(a.recv()), m.Evaluate)
+    assert not router.poll(int(SILENCE * 1000)), "the impostor's message arrived"
+    assert b.poll(0) == 0
