@@ -65,8 +65,12 @@ def measure(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     curve = [r["rate"] for r in runs["curve"]]
     paired = [1 - c / p for p, c in zip(plain, curve)]
     slowdown = 1 - statistics.median(curve) / statistics.median(plain)
+    # controller CPU per evaluation: less at the mercy of other load than a rate is
+    cpu = {mode: statistics.median(1e6 * r["controller_cpu_s"] / r["completed"] for r in rs)
+           for mode, rs in runs.items()}
     return {"workers": n, "budget": budget, "runs": runs, "plain": tp.summary(plain),
             "curve": tp.summary(curve), "slowdown_of_medians": slowdown,
+            "controller_cpu_us_per_eval": cpu,
             "paired_slowdowns": paired, "target_slowdown": TARGET_SLOWDOWN}
 
 
@@ -75,11 +79,13 @@ def report(res: dict[str, Any]) -> str:
     paired = ", ".join(f"{x:+.1%}" for x in res["paired_slowdowns"])
     return "\n".join([
         "| workers | budget | plain evals/s, median (min–max) | CURVE evals/s, median (min–max) "
-        "| CURVE slower by (medians) | paired, per repeat |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "| CURVE slower by (medians) | paired, per repeat | controller CPU µs/eval, plain / CURVE |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
         f"| {res['workers']} | {res['budget']:,} | {tp.fmt(p['median'])} ({tp.fmt(p['min'])}–"
         f"{tp.fmt(p['max'])}) | {tp.fmt(c['median'])} ({tp.fmt(c['min'])}–{tp.fmt(c['max'])}) | "
-        f"{res['slowdown_of_medians']:.1%} | {paired} |",
+        f"{res['slowdown_of_medians']:.1%} | {paired} | "
+        f"{res['controller_cpu_us_per_eval']['plain']:.0f} / "
+        f"{res['controller_cpu_us_per_eval']['curve']:.0f} |",
         "",
         f"target: at most {TARGET_SLOWDOWN:.0%} slower -> "
         f"{'met' if res['slowdown_of_medians'] <= TARGET_SLOWDOWN else 'NOT met'}",
