@@ -65,8 +65,7 @@ def fingerprint(public_z85: str | bytes) -> str:
 
 def _write_key(path: Path, name: str, public: bytes, secret: bytes | None) -> None:
     when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    kind = "SECRET key: readable by its owner only (mode 600), never share it" if secret else \
-        "public key"
+    kind = "SECRET key: for its owner only (mode 600), never share it" if secret else "public key"
     lines = [f"#   tether CURVE {kind}", f"#   name {name}, made {when}",
              f"#   fingerprint {fingerprint(public)}", "metadata", "curve",
              f'    public-key = "{public.decode()}"']
@@ -92,10 +91,8 @@ def _read_key(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
 
 
 def _valid_z85_key(key: bytes) -> bool:
-    if len(key) != 40:
-        return False
     try:
-        return len(z85.decode(key)) == 32
+        return len(key) == 40 and len(z85.decode(key)) == 32
     except (ValueError, KeyError, struct.error):
         return False
 
@@ -133,13 +130,6 @@ def _insecure_dir_reason(path: Path) -> str | None:
 
 
 # ------------------------------------------------------------------ generate
-def _check_name(name: str) -> str:
-    if not _NAME.fullmatch(name) or name == CONTROLLER:
-        raise ConfigError(f"bad worker key name {name!r}: use letters, digits, '.', '_', '-' "
-                          f"(not {CONTROLLER!r})")
-    return name
-
-
 def _mkdir(path: Path) -> None:
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
@@ -157,7 +147,10 @@ def generate(directory: str | Path, workers: int = 1, add_worker: str | None = N
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     if add_worker is not None:
-        names = [_check_name(add_worker)]
+        if not _NAME.fullmatch(add_worker) or add_worker == CONTROLLER:
+            raise ConfigError(f"bad worker key name {add_worker!r}: use letters, digits, '.', "
+                              f"'_', '-' (not {CONTROLLER!r})")
+        names = [add_worker]
     else:
         names = [WORKER] if workers == 1 else [f"{WORKER}-{i}" for i in range(1, workers + 1)]
     for name in names:
@@ -230,8 +223,7 @@ def load_server(directory: str | Path) -> tuple[bytes, bytes]:
     check_secret_file(path)
     public, secret = _read_key(path, need_secret=True)
     assert secret is not None  # need_secret
-    reason = _insecure_dir_reason(d / AUTHORIZED)
-    if reason is not None:
+    if (reason := _insecure_dir_reason(d / AUTHORIZED)) is not None:
         raise ConfigError(reason)
     return public, secret
 
@@ -262,6 +254,14 @@ class AllowList:
         self.directory = directory
         self.keys: dict[bytes, str] = {}  # z85 public key -> key file name (stem)
         self._signature: tuple[Any, ...] | None = None
+        self._dir_stamp: tuple[int, ...] | None = None
+
+    def _stamp(self) -> tuple[int, ...]:
+        try:
+            st = self.directory.stat()
+        except OSError:
+            return ()
+        return (st.st_mtime_ns, st.st_mode, st.st_uid)
 
     def _scan(self) -> tuple[Any, ...]:
         # a file rewritten in place keeps its name, so size and mtime are part of it
@@ -278,7 +278,7 @@ class AllowList:
         sig = self._scan()
         if sig == self._signature and not force:
             return False
-        self._signature = sig
+        self._signature, self._dir_stamp = sig, self._stamp()
         old = set(self.keys)
         self.keys = self._load()
         added, removed = len(set(self.keys) - old), len(old - set(self.keys))
@@ -293,19 +293,22 @@ class AllowList:
             return {}
         keys: dict[bytes, str] = {}
         for path in sorted(self.directory.glob("*" + PUBLIC)):
-            if _POSIX and stat.S_IMODE(path.stat().st_mode) & 0o022:
-                log.warning("ignoring %s: writable by others (run chmod go-w)", path)
-                continue
             try:
+                if _POSIX and stat.S_IMODE(path.stat().st_mode) & 0o022:
+                    log.warning("ignoring %s: writable by others (run chmod go-w)", path)
+                    continue
                 public, _ = _read_key(path, need_secret=False)
-            except ConfigError as exc:
+            except (OSError, ConfigError) as exc:  # e.g. removed while we read
                 log.warning("ignoring %s", exc)
                 continue
             keys[public] = path.name[: -len(PUBLIC)]
         return keys
 
     def lookup(self, public_z85: bytes) -> str | None:
-        self.refresh()
+        # One stat per handshake: adding, removing or renaming a file changes the directory,
+        # so a new key is seen at once. Edits in place wait for the handler's scan (1 s).
+        if self._stamp() != self._dir_stamp:
+            self.refresh()
         return self.keys.get(public_z85)
 
 
@@ -393,7 +396,10 @@ class ZapHandler:
                         self._answer(s.recv_multipart())
                     else:
                         self._on_monitor(monitors[s], s.recv_multipart())
-                self._refresh_all()
+                try:
+                    self._refresh_all()
+                except Exception:  # never let a reload bug end the thread: handshakes would hang
+                    log.exception("re-reading the allow-list failed")
         except zmq.ContextTerminated:
             pass  # the controller is closing: let ctx.term() finish
         finally:

@@ -195,6 +195,7 @@ def test_allow_list_follows_the_directory(tmp_path: Path, caplog: pytest.LogCapt
     other = keys.load_client(tmp_path / "other").public
     (auth / "renamed.key").write_text((tmp_path / "other" / "authorized" / "worker.key").read_text())
     os.utime(auth / "renamed.key", ns=(1, 1))
+    assert allow.refresh()  # the handler's periodic scan
     assert allow.lookup(w1) is None and allow.lookup(other) == "renamed"
     (auth / "junk.key").write_text("not a key\n")
     with caplog.at_level(logging.WARNING, logger="tether.keys"):
