@@ -257,11 +257,10 @@ class AllowList:
         self._dir_stamp: tuple[int, ...] | None = None
 
     def _stamp(self) -> tuple[int, ...]:
-        try:
+        with contextlib.suppress(OSError):
             st = self.directory.stat()
-        except OSError:
-            return ()
-        return (st.st_mtime_ns, st.st_mode, st.st_uid)
+            return (st.st_mtime_ns, st.st_mode, st.st_uid)
+        return ()
 
     def _scan(self) -> tuple[Any, ...]:
         # a file rewritten in place keeps its name, so size and mtime are part of it
@@ -315,12 +314,8 @@ class AllowList:
 # ------------------------------------------------------------------ refusal log
 @dataclass
 class RefusalLog:
-    """Counts refused attempts; logs one line per peer address per ``interval`` seconds.
-
-    A refused peer that retries (libzmq may, many times a second) or a flood of them must
-    not fill the controller's output, so later refusals only bump a counter that the next
-    line reports.
-    """
+    """Counts refused attempts; logs one line per peer address per ``interval`` seconds,
+    so that a peer retrying many times a second cannot fill the controller's output."""
 
     interval: float = REFUSAL_LOG_INTERVAL
     clock: Callable[[], float] = time.monotonic
@@ -395,16 +390,20 @@ class ZapHandler:
                     if s is self._zap:
                         self._answer(s.recv_multipart())
                     else:
-                        self._on_monitor(monitors[s], s.recv_multipart())
+                        self._on_events(monitors[s], s.recv_multipart())
                 try:
                     self._refresh_all()
-                except Exception:  # never let a reload bug end the thread: handshakes would hang
+                except Exception:  # a reload bug must not end the thread
                     log.exception("re-reading the allow-list failed")
         except zmq.ContextTerminated:
             pass  # the controller is closing: let ctx.term() finish
+        except Exception:  # fails closed: ZAP_ENFORCE_DOMAIN refuses everyone without us
+            log.exception("the CURVE authenticator stopped; no new worker can connect")
         finally:
             for s in [self._zap, *monitors]:
                 s.close(0)
+            with _HANDLERS_LOCK:
+                _HANDLERS.pop(self.ctx, None)
 
     def _refresh_all(self) -> None:
         force = self.reload.is_set()
@@ -443,8 +442,11 @@ class ZapHandler:
             return b"400", b"", b""
         return b"200", public, _property(KEY_NAME_PROPERTY, name.encode())
 
-    def _on_monitor(self, domain: str, frames: list[bytes]) -> None:
-        event = parse_monitor_message(frames)
+    def _on_events(self, domain: str, frames: list[bytes]) -> None:
+        try:
+            event = parse_monitor_message(frames)
+        except Exception:  # not worth ending the thread over: it only feeds a log line
+            return
         dom = self.domains.get(domain)
         if dom is None or not event["event"] & _HANDSHAKE_FAILED:
             return
@@ -516,6 +518,8 @@ def configure_server(sock: zmq.Socket[Any], directory: str | Path | None) -> Non
     sock.monitor(monitor, _HANDSHAKE_FAILED)
     handler.add_domain(domain, allow, monitor)
     sock.zap_domain = domain.encode()
+    # Without this, libzmq lets any key in when no ZAP handler answers (e.g. if ours died)
+    sock.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
     if sock.type == zmq.ROUTER:
         # With handover, a peer that sets its ROUTING_ID to another worker's id takes over
         # that worker's routing: it would receive its evaluations and speak in its name.
@@ -580,8 +584,7 @@ def peer_key_name(frame: zmq.Frame) -> str | None:
 
 def peer_fingerprint(frame: zmq.Frame) -> str | None:
     """:func:`fingerprint` of the sender's key: what ``worker_joined`` should record."""
-    key = peer_key(frame)
-    return fingerprint(key) if key else None
+    return fingerprint(key) if (key := peer_key(frame)) else None
 
 
 # ------------------------------------------------------------------ open controllers

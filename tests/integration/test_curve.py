@@ -167,6 +167,8 @@ def test_connection_key_is_visible_to_the_server(tmp_path: Path,
     keys.generate(kd, workers=2)
     router = socks.socket(zmq.ROUTER)
     keys.configure_server(router, kd)
+    # fail closed: without it libzmq lets any key in whenever no ZAP handler answers
+    assert router.getsockopt(zmq.ZAP_ENFORCE_DOMAIN) == 1
     port = router.bind_to_random_port("tcp://127.0.0.1")
     plain = socks.socket(zmq.ROUTER)
     plain_port = plain.bind_to_random_port("tcp://127.0.0.1")
