@@ -79,9 +79,12 @@ def _write_key(path: Path, name: str, public: bytes, secret: bytes | None) -> No
 
 def _read_key(path: Path, need_secret: bool) -> tuple[bytes, bytes | None]:
     try:
+        writable = _POSIX and stat.S_IMODE(path.stat().st_mode) & 0o022
         public, secret = load_certificate(path)
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cannot read key file {path}: {exc}") from None
+    if writable:  # a public key others can rewrite decides whom we trust
+        raise ConfigError(f"key file {path} is writable by others: run chmod go-w {path}")
     for what, key in (("public", public), ("secret", secret)):
         if key is not None and not _valid_z85_key(key):
             raise ConfigError(f"key file {path}: the {what} key is not a 40-character z85 key")
@@ -113,8 +116,8 @@ def check_secret_file(path: Path) -> None:
         raise ConfigError(f"secret key {path} belongs to another user (uid {st.st_uid})")
 
 
-def _insecure_dir_reason(path: Path) -> str | None:
-    """Why others could add keys to the allow-list directory, or None if they cannot."""
+def _insecure_dir_reason(path: Path, what: str = "allow-list") -> str | None:
+    """Why others could change which keys the directory holds, or None if they cannot."""
     try:
         st = path.stat()
     except OSError as exc:
@@ -122,10 +125,10 @@ def _insecure_dir_reason(path: Path) -> str | None:
     if not stat.S_ISDIR(st.st_mode):
         return f"{path} is not a directory"
     if _POSIX and stat.S_IMODE(st.st_mode) & 0o022:
-        return (f"allow-list {path} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): "
+        return (f"{what} {path} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}): "
                 f"run chmod go-w {path}")
     if _POSIX and st.st_uid not in (os.geteuid(), 0):
-        return f"allow-list {path} belongs to another user (uid {st.st_uid})"
+        return f"{what} {path} belongs to another user (uid {st.st_uid})"
     return None
 
 
@@ -207,6 +210,9 @@ def load_client(directory: str | Path) -> ClientKeys:
     if not d.is_dir():
         raise ConfigError(f"--keys {d}: no such directory")
     wdir = _worker_dir(d)
+    # whoever can swap controller.key decides which controller this worker trusts
+    if (reason := _insecure_dir_reason(wdir, "key directory")) is not None:
+        raise ConfigError(reason)
     check_secret_file(wdir / (WORKER + SECRET))
     public, secret = _read_key(wdir / (WORKER + SECRET), need_secret=True)
     server, _ = _read_key(wdir / (CONTROLLER + PUBLIC), need_secret=False)
@@ -293,11 +299,8 @@ class AllowList:
         keys: dict[bytes, str] = {}
         for path in sorted(self.directory.glob("*" + PUBLIC)):
             try:
-                if _POSIX and stat.S_IMODE(path.stat().st_mode) & 0o022:
-                    log.warning("ignoring %s: writable by others (run chmod go-w)", path)
-                    continue
                 public, _ = _read_key(path, need_secret=False)
-            except (OSError, ConfigError) as exc:  # e.g. removed while we read
+            except ConfigError as exc:  # e.g. removed while we read, or writable by others
                 log.warning("ignoring %s", exc)
                 continue
             keys[public] = path.name[: -len(PUBLIC)]

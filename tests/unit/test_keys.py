@@ -247,3 +247,30 @@ def test_run_keys_in_config() -> None:
     assert parse_config({"space": {"x": [0, 1]}}).run.keys is None
     with pytest.raises(ConfigError, match="keys must be a string"):
         parse_config({"space": {"x": [0, 1]}, "run": {"keys": 3}})
+
+
+@posix_only
+def test_worker_key_directory_writable_by_others_is_refused(tmp_path: Path) -> None:
+    """Whoever can replace controller.key there chooses the controller the worker trusts."""
+    keys.generate(tmp_path / "k")
+    wdir = tmp_path / "k" / "workers" / "worker"
+    wdir.chmod(0o777)
+    with pytest.raises(ConfigError, match=r"key directory .* is writable by others"):
+        keys.load_client(wdir)
+    wdir.chmod(0o755)
+    assert keys.load_client(wdir).where == wdir
+
+
+@posix_only
+def test_public_key_writable_by_others_is_refused_or_ignored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    d = tmp_path / "k"
+    keys.generate(d, workers=2)
+    (d / "workers" / "worker-1" / "controller.key").chmod(0o666)
+    with pytest.raises(ConfigError, match=r"^key file .* is writable by others: run chmod go-w"):
+        keys.load_client(d / "workers" / "worker-1")
+    (d / "authorized" / "worker-2.key").chmod(0o646)
+    allow = keys.AllowList(d / "authorized")
+    with caplog.at_level(logging.WARNING, logger="tether.keys"):
+        allow.refresh()
+    assert set(allow.keys.values()) == {"worker-1"} and "worker-2.key" in caplog.text
