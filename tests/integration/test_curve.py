@@ -94,6 +94,7 @@ def test_only_allowed_workers_get_anything(cluster: Cluster, tmp_path: Path,
     stranger = mixed_pair(tmp_path, "stranger", other / "workers" / "worker", kd)
     wrong_server = mixed_pair(tmp_path, "wrong-server", w2, other)
     cfg = cluster.config(budget=6, run=f'keys = "{kd}"')  # [run] keys, as in a config file
+    t0 = time.monotonic()
     ctl = cluster.start_controller(config=cfg)
     endpoint = cluster.addr.read_text().strip()
     bad = {"nokeys": None, "stranger": stranger, "wrongserver": wrong_server}
@@ -132,6 +133,10 @@ def test_only_allowed_workers_get_anything(cluster: Cluster, tmp_path: Path,
     text = cluster.output("controller")
     for secret in secrets_in(kd) + secrets_in(other):
         assert secret not in text
+    # the refused peers kept retrying; the controller said so once a minute at most
+    per_minute = 1 + int((time.monotonic() - t0) // keys.REFUSAL_LOG_INTERVAL)
+    assert 1 <= text.count("refused a connection from 127.0.0.1") <= per_minute
+    assert 1 <= text.count("refused a connection from an address libzmq") <= per_minute
     assert keys.fingerprint(keys.load_client(stranger).public) in text  # who was refused
 
 
