@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tether import __version__
+from tether import __version__, keys
 from tether.controller.core import ControllerCore
 from tether.controller.progress import Progress
 from tether.controller.server import ControllerServer
@@ -45,6 +45,7 @@ class ControllerArgs:
     warm_start: str | None = None
     address_file: str | None = None
     advertise: str | None = None  # host written to the address file instead of a guess
+    keys: str | None = None
 
 
 @dataclass
@@ -114,7 +115,7 @@ def build(args: ControllerArgs) -> tuple[Config, LogHead | None]:
     if config is None:
         config = parse_config(DEFAULT_CONFIG)
     config = config.with_overrides(strategy=args.strategy, bind=args.bind, log=log_path,
-                                   budget=args.budget)
+                                   budget=args.budget, keys=args.keys)
     return config, head
 
 
@@ -257,6 +258,8 @@ EXIT_INTERRUPTED = 130
 def run_controller(args: ControllerArgs) -> int:
     check_advertise(args.advertise)
     config, head = build(args)
+    if config.run.keys is not None:
+        keys.load_server(config.run.keys)  # unusable keys: exit 2 before any work
     if head is not None and (reason := already_finished(head, config.run.budget)):
         print(f"the run in {config.run.log} already finished ({reason}); nothing to do "
               "(raise --budget to extend it)", flush=True)
@@ -282,6 +285,8 @@ def run_controller(args: ControllerArgs) -> int:
         where = advertised(server.endpoint, args.advertise)
         print(f"tether controller listening on {where}, log {config.run.log}", file=sys.stderr,
               flush=True)
+        if warning := keys.open_warning(server.endpoint, config.run.keys):
+            print(f"tether: {warning}", file=sys.stderr, flush=True)
         try:
             server.start(iter_events(head.path) if head else None)
         except LogError as exc:

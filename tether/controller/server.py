@@ -17,6 +17,7 @@ from typing import Any
 
 import zmq
 
+from tether import keys
 from tether.controller.core import ControllerCore
 from tether.controller.progress import Progress, Tee
 from tether.controller.session import ControllerSession
@@ -70,13 +71,16 @@ class ControllerServer:
     def _configure(self, s: zmq.Socket[bytes]) -> None:
         s.setsockopt(zmq.LINGER, 2000)
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown peer -> error, not a silent drop
-        s.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # no handover: a peer that sets its routing id to another worker's would take over
+        # that worker's traffic (reproduced); workers never choose routing ids
+        s.setsockopt(zmq.ROUTER_HANDOVER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
         ivl = max(100, int(self.settings.heartbeat * 1000))
         s.setsockopt(zmq.HEARTBEAT_IVL, ivl)  # ZMTP pings drop dead TCP links underneath
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * self.settings.liveness)
         s.setsockopt(zmq.SNDHWM, 100_000)
         s.setsockopt(zmq.RCVHWM, 100_000)
+        keys.configure_server(s, self.settings.keys)  # CURVE + allow-list; before bind
 
     def _bind(self, endpoint: str) -> str:
         try:
@@ -146,12 +150,16 @@ class ControllerServer:
         self.journal.close()
 
     def _drain(self) -> None:
+        curve = self.settings.keys is not None
         for _ in range(MAX_BATCH):
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                if curve:  # the key the connection authenticated with travels on its frames
+                    frames, key = keys.recv_with_key(self.sock, zmq.NOBLOCK)
+                else:
+                    frames, key = self.sock.recv_multipart(zmq.NOBLOCK), None
             except zmq.Again:
                 return
-            self._handle(frames)
+            self._handle(frames, keys.fingerprint(key) if key else "")
 
     def _tick(self, now: float) -> None:
         for name in self.session.tick(now):
@@ -159,7 +167,7 @@ class ControllerServer:
         if self.progress is not None:
             self.progress.tick()
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], key: str = "") -> None:
         rid = frames[0]
         if len(frames) != 2:
             self.session.drop(rid, "wrong frame count")
@@ -173,7 +181,7 @@ class ControllerServer:
         before = self.session.stats.dropped
         now = self.clock()
         for msg in msgs:
-            self.session.receive(rid, msg, now)
+            self.session.receive(rid, msg, now, key)
         self._send_all(self.session.take_replies())
         if self.session.stats.dropped != before and self.session.last_refusal is not None:
             log.warning("refused a message from %s: %s", rid.hex(), self.session.last_refusal[1])

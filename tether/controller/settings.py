@@ -36,6 +36,7 @@ class RunSettings:
     max_unproven: int = 1024  # connected workers that never answered an evaluate
     hello_rate: float = 1000.0  # new worker identities admitted per second (burst as much)
     progress: float = 30.0  # seconds between plain progress lines off a terminal; 0: quiet
+    keys: str | None = None  # CURVE key directory (tether keys generate): workers need a key
 
     def __post_init__(self) -> None:
         if self.budget < 1:
@@ -79,6 +80,7 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "max_time": (int, float), "target": (int, float), "patience": (int,),
     "grace": (int, float), "max_failures": (int,),
     "max_unproven": (int,), "hello_rate": (int, float), "progress": (int, float),
+    "keys": (str,),
 }
 
 

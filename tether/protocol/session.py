@@ -218,6 +218,7 @@ class Peer:
     last_rx: float
     last_tx: float
     job: str = ""
+    key: str = ""  # fingerprint of the CURVE key its hello came with ("" without keys)
 
 
 @dataclass
@@ -229,7 +230,7 @@ class PeerTable:
     by_rid: dict[bytes, Peer] = field(default_factory=dict)
     by_name: dict[str, Peer] = field(default_factory=dict)
 
-    def add(self, rid: bytes, hello: m.Hello, now: float) -> Peer | None:
+    def add(self, rid: bytes, hello: m.Hello, now: float, key: str = "") -> Peer | None:
         """Register a connection; return the peer it replaces (same name), if any."""
         old = self.by_name.get(hello.name)
         if old is not None:
@@ -237,7 +238,7 @@ class PeerTable:
         prev = self.by_rid.pop(rid, None)
         if prev is not None and prev.name != hello.name:
             self.by_name.pop(prev.name, None)
-        peer = Peer(rid, hello.name, hello.session, now, now, hello.job)
+        peer = Peer(rid, hello.name, hello.session, now, now, hello.job, key)
         self.by_rid[rid] = peer
         self.by_name[hello.name] = peer
         return old

@@ -26,6 +26,7 @@ from typing import Any
 
 import zmq
 
+from tether import keys
 from tether.errors import ConfigError, RemoteProtocolError
 from tether.protocol import codec
 from tether.protocol import messages as m
@@ -50,6 +51,7 @@ class WorkerOptions:
     address_poll: float = 0.2  # seconds between reads of a missing --address-file
     slots: int = 1  # evaluations run at once over this one connection (a node agent)
     max_wait: float | None = None  # give up (exit 3) after this long without a controller
+    keys: str | None = None  # CURVE key directory: this worker's pair and the controller's key
 
 #: the address file's second line once the run is over (``finished REASON``)
 FINISHED_MARK = "finished"
@@ -261,6 +263,7 @@ class WorkerAgent:
         s.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
         s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        keys.configure_client(s, self.opts.keys)  # CURVE; before connect
         try:
             s.connect(endpoint)
         except zmq.ZMQError as exc:
