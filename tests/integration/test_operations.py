@@ -19,13 +19,6 @@ FAST = "heartbeat = 0.2\nliveness = 3"
 SLOW = "tests.integration.objectives:slow"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Cluster:
-    c = Cluster(tmp_path)
-    yield c  # type: ignore[misc]
-    c.close()
-
-
 def status(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*TETHER, "status", str(cluster.addr), *args], capture_output=True,
                           text=True, env=env(), timeout=30)

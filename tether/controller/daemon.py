@@ -277,7 +277,8 @@ def run_controller(args: ControllerArgs) -> int:
     if warm:
         info["warm_start"] = str(Path(warm).resolve())
         info["warm_start_records"] = apply_warm_start(strategy, warm, config.space)
-    journal = JournalWriter(config.run.log, start_seq=head.n_events if head else 0)
+    journal = JournalWriter(config.run.log, start_seq=head.n_events if head else 0,
+                            fsync=config.run.fsync)
     progress = Progress(config.run.budget, config.run.progress)
     server = ControllerServer(config.space, strategy, config.run, journal, info,
                               progress=progress)

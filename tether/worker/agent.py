@@ -237,7 +237,8 @@ class WorkerAgent:
         except OSError:
             return None
         mark = next((ln for ln in lines[1:] if ln.startswith(FINISHED_MARK)), None)
-        if mark is not None and not self.session.running and not self.session.outbox:
+        held = self.session.running or self.session.queued or self.session.outbox
+        if mark is not None and not held:
             # the run this address belonged to is over: a late worker has nothing to do
             self.exit_reason = f"the run already finished ({mark[len(FINISHED_MARK):].strip()})"
             return None

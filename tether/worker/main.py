@@ -48,7 +48,7 @@ def run_worker(a: argparse.Namespace) -> int:
         BATCH_MAX_WAIT if in_batch_job() else None)
     if max_wait is not None and max_wait <= 0:
         max_wait = None  # --max-wait 0: wait forever
-    evaluator = make_evaluator(a.python, a.command, getattr(a, "parser", None))
+    evaluator = make_evaluator(a.python, a.command, getattr(a, "parser", None), slots)
     opts = WorkerOptions(connect=a.connect, address_file=a.address_file, name=a.name,
                          walltime=walltime, drain=a.drain, slots=slots, max_wait=max_wait,
                          keys=a.keys)
