@@ -217,9 +217,13 @@ class ControllerCore:
         """
         self._drop_worker(name, reason, count_retry=False)
 
-    def lost(self, name: str) -> None:
-        """A worker went silent past the liveness window."""
-        self._drop_worker(name, "lost", count_retry=True)
+    def lost(self, name: str, spend_retry: bool = True) -> None:
+        """A worker went silent past the liveness window.
+
+        ``spend_retry=False`` for a worker that never answered anything: its silence says
+        nothing about the evaluation (a flood of idle connections must not fail work).
+        """
+        self._drop_worker(name, "lost", count_retry=spend_retry)
 
     def _drop_worker(self, name: str, reason: str, count_retry: bool) -> None:
         w = self.workers.remove(name)

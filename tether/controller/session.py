@@ -194,8 +194,9 @@ class ControllerSession:
         """Declare silent peers lost, queue owed heartbeats; return the names lost."""
         lost = []
         for peer in self.peers.expired(now):
+            proven = peer.name in self._proven
             self._forget(peer.name)
-            self.core.lost(peer.name)
+            self.core.lost(peer.name, spend_retry=proven)
             lost.append(peer.name)
         self.settle()
         for peer in self.peers.owed_heartbeat(now):
