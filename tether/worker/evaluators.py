@@ -308,6 +308,9 @@ class _CommandRun:
         self.kill_grace = kill_grace
         assert proc.stdout is not None and proc.stderr is not None
         self.out_fd, self.err_fd = proc.stdout.fileno(), proc.stderr.fileno()
+        # closed through their file objects: a raw os.close would leave the objects to
+        # close the same numbers again when collected, by then another run's pipes
+        self.files = {self.out_fd: proc.stdout, self.err_fd: proc.stderr}
         for fd in (self.out_fd, self.err_fd):
             os.set_blocking(fd, False)
         self.open = {self.out_fd, self.err_fd}
@@ -346,7 +349,7 @@ class _CommandRun:
             return
         if not chunk:
             self.open.discard(fd)
-            os.close(fd)
+            self.files[fd].close()
             lines = [self.buf[fd]] if self.buf[fd] else []
         else:
             data = self.buf[fd] + chunk
