@@ -59,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     pl = ls.add_parser("plot", help="convergence plot (needs matplotlib)")
     pl.add_argument("log")
     pl.add_argument("--out", required=True)
+
+    from tether.simulate import add_subparser as add_simulate
+
+    add_simulate(sub)
     return p
 
 
@@ -72,6 +76,10 @@ def _dispatch(a: argparse.Namespace) -> int:
         from tether.worker.main import run_worker
 
         return run_worker(a)
+    if a.cmd == "simulate":
+        from tether.simulate import run_simulate
+
+        return run_simulate(a)
     from tether.log import cli as lc
 
     cmd = a.log_command
