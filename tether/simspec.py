@@ -34,7 +34,7 @@ def load_function(target: str, option: str) -> Callable[..., Any]:
             raise ConfigError(f"{option} {target}: {mod_name!r} has no {attr!r}")
     if not callable(obj):
         raise ConfigError(f"{option} {target}: not callable")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def _numbers(spec: str, parts: list[str], want: int) -> list[float]:
@@ -97,11 +97,11 @@ def make_objective(target: str) -> Callable[[np.ndarray], Any]:
 
     def objective(x: np.ndarray) -> Any:
         partials: list[float] = []
-        if takes_report:
-            raw = fn(x, report=lambda value, **info: partials.append(float(value)))
-        else:
-            raw = fn(x)
-        value = float(raw)
+
+        def report(value: float, **info: Any) -> None:
+            partials.append(float(value))
+
+        value = float(fn(x, report=report) if takes_report else fn(x))
         if not math.isfinite(value):
             raise EvaluationError(f"objective returned a non-finite value: {value}")
         return (value, partials) if partials else value
