@@ -76,14 +76,14 @@ class TriesteAsyncLP:
             return
         if value is None:
             return  # no data; it leaves the pending set with the evaluation
-        from trieste.data import Dataset
         import tensorflow as tf
+        from trieste.data import Dataset
 
         self.opt.tell(Dataset(tf.constant(q, tf.float64), tf.constant([[value]], tf.float64)))
 
     def _set_pending(self, handles: list[np.ndarray]) -> None:
-        from trieste.acquisition.rule import AsynchronousRuleState
         import tensorflow as tf
+        from trieste.acquisition.rule import AsynchronousRuleState
 
         if not hasattr(self.opt, "_acquisition_state"):
             raise StrategyError("this Trieste version keeps its rule state elsewhere: "
