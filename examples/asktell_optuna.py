@@ -44,6 +44,11 @@ def _sampler(optuna: Any, kind: str, seed: int, startup: int, deterministic: boo
 
 
 def make_strategy(space: Space, budget: int, options: Mapping[str, Any]) -> Strategy:
+    return study_and_strategy(space, options)[1]
+
+
+def study_and_strategy(space: Space, options: Mapping[str, Any]) -> tuple[Any, AskTellStrategy]:
+    """The Optuna study and the adapter around it (the study is there to inspect)."""
     o = Options("examples.asktell_optuna", options)
     kind = o.get("sampler", "tpe", str)
     seed = o.get("seed", 0, int)
@@ -69,5 +74,5 @@ def make_strategy(space: Space, budget: int, options: Mapping[str, Any]) -> Stra
         study.add_trial(optuna.trial.create_trial(
             params=dict(zip(space.names, x, strict=True)), distributions=dists, value=value))
 
-    return AskTellStrategy(space, lambda: study.ask(dists), tell, point=lambda t: t.params,
-                           tag=f"optuna-{kind}", prior=prior)
+    return study, AskTellStrategy(space, lambda: study.ask(dists), tell,
+                                  point=lambda t: t.params, tag=f"optuna-{kind}", prior=prior)
