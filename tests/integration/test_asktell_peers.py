@@ -151,20 +151,24 @@ def test_optuna_tpe_through_real_workers_beats_random_search(tmp_path: Path) -> 
 
 @pytest.mark.timeout(2400)
 def test_optuna_gp_sampler_through_real_workers(tmp_path: Path) -> None:
-    """Branin, 30 evaluations, 3 workers, failures on every worker's 3rd evaluation."""
+    """Branin, 30 evaluations, 3 workers, failures on every worker's 3rd evaluation.
+
+    In simulation (tether simulate, seeds 0-49, no failures) the GP sampler's worst
+    regret was 2.5e-3; random search ends below 4e-3 in 13 of 100 runs: three seeds all
+    below it by luck is a 0.2 % chance."""
     python = peer_python("optuna-gp", ("optuna", "torch"))
-    cluster = Cluster(tmp_path)
-    try:
-        trials = run_optuna(cluster, python, 0, "gp", 30, 2, f"{HERE}:branin_failing",
-                            extra="deterministic = true")
-    finally:
-        cluster.close()
-    assert sum(t["state"] == "FAIL" for t in trials) >= 3
-    best = min(t["value"] for t in trials if t["state"] == "COMPLETE")
-    assert best - BRANIN_MIN < GP_BOUND, best - BRANIN_MIN
-
-
-GP_BOUND = 5e-3
+    regrets = []
+    for seed in range(3):
+        cluster = Cluster(tmp_path / f"seed{seed}")
+        cluster.tmp.mkdir()
+        try:
+            trials = run_optuna(cluster, python, seed, "gp", 30, 2, f"{HERE}:branin_failing",
+                                extra="deterministic = true")
+        finally:
+            cluster.close()
+        assert sum(t["state"] == "FAIL" for t in trials) >= 3
+        regrets.append(min(t["value"] for t in trials if t["state"] == "COMPLETE") - BRANIN_MIN)
+    assert max(regrets) < 4e-3, regrets
 
 
 @pytest.mark.timeout(2400)
