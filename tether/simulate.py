@@ -271,12 +271,12 @@ def _progress(r: RunSummary) -> None:
           f"{r.wall:.4g} simulated s ({r.finished})", file=sys.stderr, flush=True)
 
 
-def _quartiles(values: Sequence[float | None]) -> str:
+def _quartiles(values: Sequence[float | None], digits: int = 4) -> str:
     v = np.array([x for x in values if x is not None], dtype=float)
     if v.size == 0:
         return f"{'-':>11}{'-':>11}{'-':>11}"
     q1, med, q3 = np.percentile(v, [25, 50, 75])
-    return f"{med:>11.4g}{q1:>11.4g}{q3:>11.4g}"
+    return "".join(f"{q:>11.{digits}g}" for q in (med, q1, q3))
 
 
 def format_table(plan: Plan, results: Sequence[RunSummary]) -> str:
@@ -288,7 +288,7 @@ def format_table(plan: Plan, results: Sequence[RunSummary]) -> str:
         f"strategy {c.strategy}, {plan.workers} workers, durations {plan.durations}, "
         f"budget {c.run.budget}",
         f"{'':18}{'median':>11}{'25%':>11}{'75%':>11}",
-        f"{'best value':18}" + _quartiles([r.best_value for r in results]),
+        f"{'best value':18}" + _quartiles([r.best_value for r in results], 6),
     ]
     if plan.fmin is not None:
         lines.append(f"{'regret':18}" + _quartiles([r.regret for r in results]))
