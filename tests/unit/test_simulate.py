@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -92,8 +93,11 @@ def test_end_to_end_table_json_and_logs_that_every_log_command_reads(tmp_path: P
     far = sum(r["regret"] >= 0.05 for r in runs)
     assert f"runs within 0.001 of fmin: {near} of 3; runs >= 0.05 above fmin: {far} of 3" in lines
     log = str(logs / "seed-6.jsonl")
-    for cmd in (["summary", "--json", log], ["best", log], ["show", log, "0"], ["tail", log],
-                ["export", log, "--format", "json"]):
+    cmds = [["summary", "--json", log], ["best", log], ["show", log, "0"], ["tail", log],
+            ["export", log, "--format", "json"]]
+    if importlib.util.find_spec("matplotlib") is not None:  # the plot extra
+        cmds.append(["plot", log, "--out", str(tmp_path / "conv.png")])
+    for cmd in cmds:
         q = subprocess.run([sys.executable, "-m", "tether", "log", *cmd], capture_output=True,
                            text=True, cwd=tmp_path, timeout=60)
         assert q.returncode == 0, (cmd, q.stderr)
