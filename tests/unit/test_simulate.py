@@ -251,3 +251,20 @@ def test_dycors_regret_bound_on_several_seeds(tmp_path: Path,
                  "--json", str(out)]) == 0
     regrets = [r["regret"] for r in json.loads(out.read_text())]
     assert max(regrets) < 1e-3, regrets
+
+
+def always_fails(x: np.ndarray) -> float:
+    raise RuntimeError("broken stand-in")
+
+
+def test_a_stand_in_that_always_fails_ends_each_run(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    out, logs = tmp_path / "r.json", tmp_path / "logs"
+    assert main(["simulate", str(config(tmp_path, budget=5)), "--python", f"{HERE}:always_fails",
+                 "--workers", "2", "--seeds", "2", "--json", str(out), "--logs", str(logs)]) == 0
+    runs = json.loads(out.read_text())
+    for r in runs:
+        assert r["best_value"] is None and r["evaluations"] == 0
+        assert r["failed"] == 100 and r["finished"] == "100 evaluations failed in a row"
+        check_log(logs / f"seed-{r['seed']}.jsonl", completed=0)
+    assert "runs with no completed evaluation: 2 of 2" in capsys.readouterr().out
