@@ -12,8 +12,9 @@ libraries:
 - optionally ``prior(x, value)`` receives warm-start data (e.g. Optuna's ``add_trial``).
 
 For an object with ``ask()`` and ``tell(handle, value)`` methods,
-:meth:`AskTellStrategy.wrap` builds the adapter in one line. Examples for Optuna and
-Trieste are in ``docs/strategies.md`` and ``examples/asktell_optuna.py``.
+:meth:`AskTellStrategy.wrap` builds the adapter in one line. Complete factories for
+Optuna and Trieste: ``examples/asktell_optuna.py``, ``examples/asktell_trieste.py``
+(how to choose: ``docs/strategies.md``).
 
 Pending points are matched by evaluation id, never by comparing coordinates: each
 handle is bound to the id of the evaluation it became, its result (or failure) is told
@@ -98,7 +99,7 @@ class AskTellStrategy(Strategy):
 
     def on_accepted(self, proposal: Proposal, record: Record | None) -> None:
         if record is not None and self._offered is not None and self._is_offer(proposal):
-            self._handles[record.eval_id] = self._offered[1]  # bound by id, for good
+            self._handles[record.eval_id] = self._offered[1]  # by id, until its evaluation ends
             self._offered = None
 
     def on_rejected(self, proposal: Proposal, reason: str) -> None:
