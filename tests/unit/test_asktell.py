@@ -153,3 +153,29 @@ def test_a_point_clipped_by_a_wrapper_is_bound_once_and_not_offered_again() -> N
     assert (r0.x, r1.x) == ((1.0,), (0.5,))
     sc.complete(r0, 4.0)
     assert told == [([1.0 + 1e-12], 4.0)]
+
+
+def test_optuna_example_in_simulated_time_tells_each_trial_its_own_result() -> None:
+    pytest.importorskip("optuna", reason="optuna is in the test extra: pip install -e .[test]")
+    import importlib
+
+    from tether.controller.local import SimulatedController
+    from tether.controller.settings import RunSettings
+    from tether.problems import branin
+
+    study_and_strategy = importlib.import_module("examples.asktell_optuna").study_and_strategy
+    space = Space(("a", "b"), (0.0, 0.0), (1.0, 1.0))
+    study, strategy = study_and_strategy(space, {"seed": 3, "initial_points": 5})
+    rng = np.random.default_rng(0)
+    res = SimulatedController(space, strategy, branin, workers=3, settings=RunSettings(budget=20),
+                              duration=lambda x: float(rng.uniform(0.5, 2))).run()
+    done = [e["eval_id"] for e in res.events if e["event"] == "completed"]
+    assert done != sorted(done)  # out of order, so matching by order would go wrong
+    assert len(study.trials) == len(res.records)
+    for t in study.trials:
+        rec = res.records[t.number]
+        assert (t.params["a"], t.params["b"]) == rec.x
+        if rec.status is Status.COMPLETED:
+            assert t.value == rec.value
+        else:  # killed at the end of the run
+            assert t.state.name == "FAIL"
