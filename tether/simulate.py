@@ -81,17 +81,18 @@ def add_subparser(sub: Any) -> None:
     s = sub.add_parser("simulate", help="run the config's strategy in simulated time",
                        description="Run the config's strategy against a cheap Python stand-in "
                        "in simulated time, for several seeds, and summarise the outcomes.")
-    s.add_argument("config", metavar="CONFIG.toml")
+    s.add_argument("config", metavar="CONFIG.toml", help="[space], [strategy], [run], as for "
+                   "tether controller")
     s.add_argument("--python", required=True, metavar="module:function",
                    help="the stand-in objective (as for tether worker)")
-    s.add_argument("--workers", required=True, type=int, metavar="N")
+    s.add_argument("--workers", required=True, type=int, metavar="N", help="simulated workers")
     s.add_argument("--durations", default="const", metavar="SPEC",
                    help="const[:SECONDS] (default 1 s) | uniform:A:B | lognormal:MU:SIGMA | "
                    "module:function of the point")
     s.add_argument("--seeds", type=int, default=1, metavar="K", help="runs (default 1)")
     s.add_argument("--first", type=int, default=0, metavar="S",
                    help="the first run's strategy seed (default 0)")
-    s.add_argument("--jobs", type=int, default=1, metavar="J", help="runs in parallel processes")
+    s.add_argument("--jobs", type=int, default=1, metavar="J", help="runs in parallel processes (default 1)")
     s.add_argument("--fmin", type=float, metavar="VALUE",
                    help="the known minimum: report regret (best - VALUE)")
     s.add_argument("--json", dest="json_out", metavar="OUT", help="write one object per run")
