@@ -107,6 +107,10 @@ def _parser() -> argparse.ArgumentParser:
     pl = ls.add_parser("plot", help="convergence plot (needs matplotlib)")
     pl.add_argument("log")
     pl.add_argument("--out", required=True)
+
+    from tether.simulate import add_subparser as add_simulate
+
+    add_simulate(sub)
     return p
 
 
@@ -135,6 +139,10 @@ def _dispatch(a: argparse.Namespace) -> int:
         print(f"controller: tether controller --keys {a.dir}; each worker: tether worker --keys "
               f"{a.dir}/workers/NAME (copy only that directory to the worker's node)")
         return 0
+    if a.cmd == "simulate":
+        from tether.simulate import run_simulate
+
+        return run_simulate(a)
     from tether.log import cli as lc
 
     cmd = a.log_command
