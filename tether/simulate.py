@@ -2,7 +2,7 @@
 
 A cheap Python stand-in for the real objective runs in this process; each evaluation
 takes a simulated duration (``--durations``), so ``--workers`` workers finishing out of
-order are reproduced in milliseconds (:class:`~tether.controller.local.SimulatedController`).
+order are reproduced in milliseconds (:class:`~tether.controller.simulated.SimulatedController`).
 Run *k* sets the strategy's ``seed`` to ``first + k``; random durations are drawn from a
 generator keyed by the same seed, so a run is reproducible whatever ``--jobs`` is.
 
@@ -281,15 +281,16 @@ def write_log(path: Path, events: Sequence[dict[str, Any]], info: dict[str, Any]
               t0: float) -> None:
     """The events as a journal file; ``t`` is ``t0`` plus simulated seconds, so
     differences of ``t`` (durations, wall time in ``tether log summary``) are simulated."""
+    from tether.events import parse_event
     from tether.log.journal import JournalWriter
 
     writer = JournalWriter(path)
     try:
         for e in events:
-            fields = {k: v for k, v in e.items() if k not in ("event", "t", "seq")}
+            obj = {**e, "t": t0 + e["t"]}
             if e["event"] == "run_started":
-                fields = {**fields, **info}
-            writer.append(e["event"], t0 + e["t"], **fields)
+                obj.update(info)
+            writer.append(parse_event(obj, str(path)))
     finally:
         writer.close()
 
