@@ -85,14 +85,35 @@ def stream_events(path: str | Path) -> Iterator[Event]:
             yield parse_event(obj, f"{p}:{lineno}")
 
 
-def decode_line(text: bytes | str, where: str) -> Event:
-    """One complete line (with or without its newline) as a typed event."""
+def stream_lines(path: str | Path) -> Iterator[tuple[bytes, int | None, Event]]:
+    """As :func:`stream_events`, with each event's line as written and its ``seq``."""
+    p = open_log(path)
+    torn: int | None = None
+    with open(p, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            if torn is not None:
+                raise LogError(f"{p}:{torn}: not JSON (is this a tether log?)")
+            try:
+                obj = _decode(line)
+            except ValueError:
+                torn = lineno
+                continue
+            seq = obj.get("seq") if isinstance(obj, dict) else None
+            yield line.rstrip(b"\r\n"), seq if isinstance(seq, int) else None, \
+                parse_event(obj, f"{p}:{lineno}")
+
+
+def decode_line(text: bytes | str, where: str) -> tuple[int | None, Event]:
+    """One complete line (with or without its newline): its ``seq`` and typed event."""
     raw = text.encode("utf-8", errors="replace") if isinstance(text, str) else text
     try:
         obj = _decode(raw)
     except ValueError:
         raise LogError(f"{where}: not JSON (is this a tether log?)") from None
-    return parse_event(obj, where)
+    seq = obj.get("seq") if isinstance(obj, dict) else None
+    return seq if isinstance(seq, int) else None, parse_event(obj, where)
 
 
 def last_lines(path: str | Path, n: int, block: int = 1 << 16) -> tuple[list[bytes], int]:
