@@ -68,7 +68,8 @@ class EvalRow:
         err = self.error.split("\n", 1)[0] if self.error else None
         row.update(status=self.status, value=self.value, worker=self.worker,
                    start=self.t_started, end=self.t_finished, duration=self.duration,
-                   attempts=self.attempts, partials=self.n_partials, error=err, tag=self.tag)
+                   attempts=self.attempts, partials=self.n_partials, error=err,
+                   tag=self.tag or None)
         return row
 
 
