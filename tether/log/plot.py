@@ -111,6 +111,7 @@ class Figure:
         by_t.set_xlabel(f"wall time since the run started ({self.unit})")
         by_t.set_ylabel("best objective value so far")
         by_t.set_title("convergence by wall time")
+        by_t.set_xlim(0, max(self.table.wall_time / self.scale, 1e-9) * 1.01)  # as the timeline
         by_t.legend(loc="upper right", fontsize=8)
         if min(vals) > 0 and max(vals) / min(vals) > 1e3:  # many decades: log scale
             by_n.set_yscale("log")
@@ -147,6 +148,7 @@ class Figure:
                     transform=ax.transAxes)
             return
         thin = len(self.table.segments) > 3000  # bar edges would hide short bars
+        least = self.table.wall_time / self.scale * 0.003  # an instant failure stays visible
         workers = self.table.workers
         lost_x, lost_y, again_x, again_y = [], [], [], []
         for y, (label, segs) in enumerate(lanes):
@@ -156,7 +158,7 @@ class Figure:
             groups: dict[str, list[tuple[float, float]]] = defaultdict(list)
             for s in segs:
                 end = s.t1 if s.t1 is not None else (self.table.t_last or s.t0)
-                groups[s.outcome].append((self._t(s.t0), (end - s.t0) / self.scale))
+                groups[s.outcome].append((self._t(s.t0), max(least, (end - s.t0) / self.scale)))
                 if s.outcome in ("lost", "superseded"):
                     lost_x.append(self._t(end))
                     lost_y.append(y)
@@ -233,6 +235,7 @@ class Figure:
         if norm is not None:
             fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
                          label="final value (completed)")
+        ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
         ax.set_xlabel("partial-result step (0 = first report)")
         ax.set_ylabel("partial value reported")
         note = f" ({len(shown)} of {len(ids)} shown)" if len(shown) < len(ids) else ""
