@@ -381,16 +381,13 @@ def test_tail_follow_sees_appended_lines(run_log: Path, tmp_path: Path) -> None:
 
 # ------------------------------------------------------ pipes
 @pytest.mark.parametrize("cmd", [["export"], ["export", "--format", "json"], ["tail", "-n", "500"],
-                                 ["show", "0"]])
+                                 ["show", "0", "--json"]])
 def test_closed_pipe_is_not_an_error(tmp_path: Path, cmd: list[str]) -> None:
     from benchmarks.log_tools import generate
 
     log = tmp_path / "big.jsonl"
     generate(log, 20_000)
-    if cmd[0] == "show":
-        cmd = ["show", str(log), "0"]
-    else:
-        cmd = [cmd[0], str(log), *cmd[1:]]
+    cmd = [cmd[0], str(log), *cmd[1:]]
     p = subprocess.Popen([*TETHER, "log", *cmd], env=env(), stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     assert p.stdout is not None and p.stderr is not None

@@ -217,8 +217,8 @@ class Figure:
         ids = sorted(curves)
         shown = ids[:: max(1, -(-len(ids) // MAX_CURVES))]
         rows = self.table.rows
-        finals = [rows[i].value for i in shown if rows[i].status == "completed"
-                  and rows[i].value is not None]
+        finals = [v for i in shown if rows[i].status == "completed"
+                  and (v := rows[i].value) is not None]
         import matplotlib as mpl
 
         norm = mpl.colors.Normalize(min(finals), max(finals)) if finals else None

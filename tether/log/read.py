@@ -127,19 +127,19 @@ def last_lines(path: str | Path, n: int, block: int = 1 << 16) -> tuple[list[byt
         end = fh.seek(0, os.SEEK_END)
         data = b""
         pos = end
-        while pos > 0:
+        while True:
             step = min(block, pos)
             pos -= step
             fh.seek(pos)
             data = fh.read(step) + data
-            if data.count(b"\n") > n + 1:
+            cut = data.rfind(b"\n") + 1  # complete lines end at the last newline
+            lines = [ln for ln in data[:cut].split(b"\n") if ln.strip()]
+            if pos > 0 and lines and not data.startswith(b"\n"):
+                lines = lines[1:]  # the first one may have begun before this block
+            if pos == 0 or (len(lines) >= n and cut > 0):
                 break
-    cut = data.rfind(b"\n") + 1  # complete lines end at the last newline
-    done = end - (len(data) - cut)
-    lines = [ln for ln in data[:cut].split(b"\n") if ln.strip()]
-    if pos > 0 and lines:
-        lines = lines[1:]  # the first one may be cut in the middle
-    return (lines[-n:] if n > 0 else []), done
+            block *= 2  # few passes even for a large n
+    return (lines[-n:] if n > 0 else []), end - (len(data) - cut)
 
 
 def follow_lines(path: str | Path, offset: int, poll: float = 0.25,

@@ -41,7 +41,7 @@ def _run_started(ev: RunStarted) -> str:
     name = strat.get("name") if isinstance(strat, dict) else strat
     space = ", ".join(f"{s.get('name')} [{s.get('low')}, {s.get('high')}]"
                       for s in d.get("space", []) if isinstance(s, dict))
-    run = d.get("run") if isinstance(d.get("run"), dict) else {}
+    run: dict[str, Any] = d["run"] if isinstance(d.get("run"), dict) else {}
     text = f"run started: strategy {name}, budget {run.get('budget')}, space {space}"
     if d.get("resumed"):
         text = f"run resumed (replayed {d.get('replayed')} events): strategy {name}, " \
@@ -172,9 +172,9 @@ def _show_header(eval_id: int, names: list[str], evs: list[Event]) -> str:
                 head.append(f"tag {ev.tag}")
     ends = [ev for ev in evs if isinstance(ev, (Completed, Failed, Killed))]
     attempts = sum(isinstance(ev, Started) for ev in evs)
-    status = ends[-1].kind if ends else ("running" if attempts else "pending")
-    if isinstance(ends[-1] if ends else None, Completed):
-        status += f" {_g(ends[-1].value)}"  # type: ignore[union-attr]
+    status: str = ends[-1].kind if ends else ("running" if attempts else "pending")
+    if ends and isinstance(ends[-1], Completed):
+        status += f" {_g(ends[-1].value)}"
     head.append(f"{status}, {attempts} attempt{'s' if attempts != 1 else ''}")
     head.append(stamp(evs[0].t))
     return "  ".join(head)
