@@ -82,7 +82,11 @@ def stream_events(path: str | Path) -> Iterator[Event]:
                 except ValueError:
                     torn = lineno
                     continue
-            yield parse_event(obj, f"{p}:{lineno}")
+            try:
+                yield parse_event(obj)
+            except LogError:  # name the line only now: formatting it for every line costs
+                parse_event(obj, f"{p}:{lineno}")
+                raise
 
 
 def stream_lines(path: str | Path) -> Iterator[tuple[bytes, int | None, Event]]:
