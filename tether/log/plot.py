@@ -203,8 +203,12 @@ class Figure:
         if again:
             handles.append(Line2D([], [], ls="", marker=">", color="black",
                                   label="re-queued attempt starts"))
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.16 if
-                  len(lanes) < 8 else -0.08), ncol=len(handles), fontsize=8, frameon=False)
+        from matplotlib.transforms import offset_copy
+
+        # below the tick labels and the axis label, whatever the panel's height
+        below = offset_copy(ax.transAxes, fig=ax.figure, y=-30, units="points")
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0),
+                  bbox_transform=below, ncol=len(handles), fontsize=8, frameon=False)
 
     # ------------------------------------------------------------------ partials
     def partials(self, fig: Any, ax: Any) -> None:
@@ -227,20 +231,25 @@ class Figure:
             pts = sorted(curves[eid])
             xs, ys = [p[0] for p in pts], [p[1] for p in pts]
             row = rows[eid]
+            mark = "o" if len(xs) < 30 else None  # one-point curves stay visible
             if row.status == "completed" and row.value is not None and norm is not None:
-                ax.plot(xs, ys, "-", color=cmap(norm(row.value)), lw=1, alpha=0.8)
+                ax.plot(xs, ys, ls="-", marker=mark, ms=3, color=cmap(norm(row.value)), lw=1,
+                        alpha=0.8)
             else:
-                ax.plot(xs, ys, ":" if row.status == "failed" else "--", lw=1,
-                        color=COLORS.get(row.status, "#9e9e9e"), alpha=0.8)
+                ax.plot(xs, ys, ls=":" if row.status == "failed" else "--", marker=mark, ms=3,
+                        lw=1, color=COLORS.get(row.status, "#9e9e9e"), alpha=0.8)
         if norm is not None:
             fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax,
                          label="final value (completed)")
         ax.xaxis.set_major_locator(mpl.ticker.MaxNLocator(integer=True))
+        top = max(p[0] for eid in shown for p in curves[eid])
+        if top < 5:  # few steps: whole-number ticks with room on both sides
+            ax.set_xlim(-0.5, top + 0.5)
         ax.set_xlabel("partial-result step (0 = first report)")
         ax.set_ylabel("partial value reported")
         note = f" ({len(shown)} of {len(ids)} shown)" if len(shown) < len(ids) else ""
-        ax.set_title("partial results per evaluation: solid = completed (coloured by final "
-                     f"value), dashed = killed, dotted = failed, grey = running{note}")
+        ax.set_title("partial results per evaluation: solid = completed (colour: final value), "
+                     f"dashed = killed, dotted = failed, grey = running{note}", fontsize=11)
         ax.grid(alpha=0.3)
 
 
