@@ -141,6 +141,10 @@ JSON_LOOP = ("import json,sys\nloads=json.loads\nn=0\n"
              "    for ln in fh:\n        loads(ln); n+=1\nprint(n)\n")
 
 
+EVENTS_LOOP = ("import sys\nfrom tether.log.journal import iter_events\n"
+               "print(sum(1 for _ in iter_events(sys.argv[1])))\n")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--events", type=int, default=1_000_000)
@@ -160,6 +164,7 @@ def main() -> int:
         py = sys.executable
         cmds = {
             "json.loads loop": [py, "-c", JSON_LOOP, str(log)],
+            "journal.iter_events loop": [py, "-c", EVENTS_LOOP, str(log)],
             "tether log summary --json": [py, "-m", "tether", "log", "summary", str(log), "--json"],
             "tether log export --format csv": [py, "-m", "tether", "log", "export", str(log),
                                                "--format", "csv", "--out", str(d / "out.csv")],

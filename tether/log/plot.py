@@ -245,6 +245,7 @@ class Figure:
         top = max(p[0] for eid in shown for p in curves[eid])
         if top < 5:  # few steps: whole-number ticks with room on both sides
             ax.set_xlim(-0.5, top + 0.5)
+            ax.set_xticks(range(top + 1))
         ax.set_xlabel("partial-result step (0 = first report)")
         ax.set_ylabel("partial value reported")
         note = f" ({len(shown)} of {len(ids)} shown)" if len(shown) < len(ids) else ""
