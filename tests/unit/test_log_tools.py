@@ -100,8 +100,10 @@ def test_resume_closes_the_old_controllers_connections() -> None:
                           ev("worker_joined", 21.0, worker="w1", slots=1)]
     tb = tabulate(events)  # decoded lines go through parse_event too
     assert tb.resumes == 1
-    assert tb.workers["w1"].connected == pytest.approx(2.0 - 0.0)  # until the last old event
-    assert tb.workers["w1"].since == 21.0 or tb.workers["w1"].connected == 2.0
+    # connected until the old controller's last event (2.0), then again from 21.0 to the end
+    assert tb.workers["w1"].connected == 2.0 and tb.workers["w2"].connected == 2.0
+    tb = tabulate([*events, ev("worker_left", 25.0, worker="w1", reason="goodbye")])
+    assert tb.workers["w1"].connected == 2.0 + 4.0
 
 
 def test_running_work_is_counted_until_the_end_of_a_growing_log() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import sys
@@ -81,14 +82,13 @@ def add_parser(sub: Any) -> None:
 
 def checked(path: str | Path) -> Iterator[Event]:
     """The log's events, refusing a file that is not a tether log (exit 2, one line)."""
-    first = True
-    for ev in stream_events(path):
-        if first and not isinstance(ev, RunStarted):
-            raise LogError(f"{path}: first event is {ev.kind}, not run_started: not a tether log")
-        first = False
-        yield ev
-    if first:
+    events = stream_events(path)
+    first = next(events, None)
+    if first is None:
         raise LogError(f"{path}: no events (empty, or not a tether log)")
+    if not isinstance(first, RunStarted):
+        raise LogError(f"{path}: first event is {first.kind}, not run_started: not a tether log")
+    return itertools.chain((first,), events)  # no Python frame per event
 
 
 def load(path: str, keep_partials: bool = False, keep_segments: bool = False) -> LogTable:
