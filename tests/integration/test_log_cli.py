@@ -142,7 +142,7 @@ def test_summary_numbers_match_the_run(run_log: Path) -> None:
     assert s["evaluations"] == len(ex["xs"])
     assert s["in_flight"] == 0 and s["finished"] == "budget"
     assert s["lost"] == ex["kinds"]["lost"] and s["requeued"] == ex["kinds"]["requeued"]
-    assert s["partials"] == ex["kinds"]["partial"] == 3 * BUDGET
+    assert s["partials"] == ex["kinds"]["partial"] >= 3 * BUDGET  # lost attempts report too
     assert s["events"] == len(events)
     assert s["best_value"] == ex["best"]["value"]
     assert s["best_eval_id"] == ex["best"]["eval_id"]
