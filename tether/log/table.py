@@ -309,6 +309,7 @@ class Tabulator:
             for eval_id, (worker, t0, n) in self._open.items():
                 w = self._worker(worker)
                 w.busy += max(0.0, end - t0)
+                w.attempts += 1
                 if self.keep_segments:
                     tb.segments.append(Segment(worker, t0, end, "running", eval_id, n))
             for name in list(tb.workers):
