@@ -219,3 +219,24 @@ def test_log_help_lists_examples(capsys: pytest.CaptureFixture[str]) -> None:
         main(["log", "--help"])
     out = capsys.readouterr().out
     assert "examples:" in out and "tether log plot" in out
+
+
+# ------------------------------------------------------------------ plot
+def test_timeline_lanes_split_overlapping_attempts() -> None:
+    from tether.log.plot import Figure
+
+    fig = Figure(story_table(keep_partials=True, keep_segments=True), "story", ["timeline"])
+    lanes = {label: [(s.eval_id, s.outcome) for s in segs] for label, segs in fig._lanes()}
+    # w2 has 2 slots: eval 1 runs while eval 2 then eval 0 run beside it
+    assert lanes == {"w1": [(0, "lost")], "w2": [(1, "completed")],
+                     "w2 #2": [(2, "failed"), (0, "completed")]}
+
+
+def test_plot_renders_every_panel(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from tether.log.plot import plot
+
+    out = tmp_path / "story.png"
+    plot(story_table(keep_partials=True, keep_segments=True), "story.jsonl",
+         ["convergence", "timeline", "partials"], str(out))
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -99,13 +99,19 @@ class Figure:
         by_n.scatter(n, vals, s=8, color="#9e9e9e", alpha=0.6, label="each evaluation",
                      linewidths=0)
         by_n.step(n, best, where="post", color="#1f5fa8", lw=2, label="best so far")
+        better = [i for i in range(len(best)) if i == 0 or best[i] < best[i - 1]]
+        by_n.plot([n[i] for i in better], [best[i] for i in better], "o", ms=4, color="#1f5fa8")
+        from matplotlib.ticker import MaxNLocator
+
+        by_n.xaxis.set_major_locator(MaxNLocator(integer=True))
         by_n.set_xlabel("completed evaluations (in order of completion)")
         by_n.set_ylabel("objective value (lower is better)")
         by_n.set_title("convergence by evaluations")
         by_n.legend(loc="upper right", fontsize=8)
         ts = [self._t(r.t_finished or self.t0) for r in self.done]
-        by_t.step(ts, best, where="post", color="#1f5fa8", lw=2, label="best so far")
-        better = [i for i in range(len(best)) if i == 0 or best[i] < best[i - 1]]
+        end = self.table.wall_time / self.scale  # the best holds until the log's last event
+        by_t.step([*ts, max(end, ts[-1])], [*best, best[-1]], where="post", color="#1f5fa8",
+                  lw=2, label="best so far")
         by_t.plot([ts[i] for i in better], [best[i] for i in better], "o", ms=4,
                   color="#1f5fa8", label="improvement")
         by_t.set_xlabel(f"wall time since the run started ({self.unit})")
