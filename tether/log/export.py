@@ -11,39 +11,26 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterator
 from typing import Any, TextIO
 
-from tether.log.table import FIXED_COLUMNS, LogTable, column_names
+from tether.log.table import LogTable, export_columns
 
 
-def columns(table: LogTable) -> list[str]:
-    return ["eval_id", *column_names(table.names), *FIXED_COLUMNS[1:]]
-
-
-def _rows(table: LogTable) -> Iterator[dict[str, Any]]:
-    names = table.names
-    for eid in sorted(table.rows):
-        yield table.rows[eid].as_dict(names)
-
-
-def _finite(row: dict[str, Any]) -> dict[str, Any]:
-    # JSON has no NaN: a coordinate or value that was written as null stays null
-    for k, v in row.items():
-        if isinstance(v, float) and not math.isfinite(v):
-            row[k] = None
-    return row
+def _rows(table: LogTable) -> Iterator[tuple[Any, ...]]:
+    rows = table.rows
+    for eid in sorted(rows):
+        yield rows[eid].values()
 
 
 def write_csv(table: LogTable, out: TextIO) -> int:
     """Write the rows as CSV with a header; return how many rows."""
     w = csv.writer(out, lineterminator="\n")
-    cols = columns(table)
-    w.writerow(cols)
+    w.writerow(export_columns(table.names))
     n = 0
     for row in _rows(table):
-        w.writerow(["" if v is None else v for v in _finite(row).values()])
+        # None and NaN (a coordinate written as null) are empty cells; v != v only for NaN
+        w.writerow(["" if v is None or v != v else v for v in row])
         n += 1
     return n
 
@@ -51,10 +38,12 @@ def write_csv(table: LogTable, out: TextIO) -> int:
 def write_json(table: LogTable, out: TextIO) -> int:
     """Write the rows as one JSON array of objects (``records`` orientation); return how many."""
     dumps = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+    cols = export_columns(table.names)
     out.write("[")
     n = 0
     for row in _rows(table):
-        out.write(("\n" if n == 0 else ",\n") + dumps(_finite(row)))
+        obj = dict(zip(cols, (None if v != v else v for v in row)))  # JSON has no NaN
+        out.write(("\n" if n == 0 else ",\n") + dumps(obj))
         n += 1
     out.write("\n]\n")
     return n

@@ -62,16 +62,16 @@ class EvalRow:
             return None
         return self.t_finished - self.t_started
 
+    def values(self) -> tuple[Any, ...]:
+        """The export row's values, in the order of ``export_columns``."""
+        err = self.error.split("\n", 1)[0] if self.error else None
+        return (self.eval_id, *self.x, self.status, self.value, self.worker, self.t_started,
+                self.t_finished, self.duration, self.attempts, self.n_partials, err,
+                self.tag or None)
+
     def as_dict(self, names: list[str]) -> dict[str, Any]:
         """The export row: id, coordinates by name, outcome, who, when, how often."""
-        row: dict[str, Any] = {"eval_id": self.eval_id}
-        row.update(zip(column_names(names), self.x))
-        err = self.error.split("\n", 1)[0] if self.error else None
-        row.update(status=self.status, value=self.value, worker=self.worker,
-                   start=self.t_started, end=self.t_finished, duration=self.duration,
-                   attempts=self.attempts, partials=self.n_partials, error=err,
-                   tag=self.tag or None)
-        return row
+        return dict(zip(export_columns(names), self.values()))
 
 
 FIXED_COLUMNS = ("eval_id", "status", "value", "worker", "start", "end", "duration",
@@ -81,6 +81,10 @@ FIXED_COLUMNS = ("eval_id", "status", "value", "worker", "start", "end", "durati
 def column_names(names: list[str]) -> list[str]:
     """Coordinate columns by variable name; ``x_NAME`` if a name clashes with a fixed column."""
     return [f"x_{n}" if n in FIXED_COLUMNS else n for n in names]
+
+
+def export_columns(names: list[str]) -> list[str]:
+    return ["eval_id", *column_names(names), *FIXED_COLUMNS[1:]]
 
 
 @dataclass
