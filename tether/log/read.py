@@ -80,6 +80,8 @@ def stream_events(path: str | Path) -> Iterator[Event]:
                 try:
                     obj = _decode(line)
                 except ValueError:
+                    if not line.endswith(b"\n"):
+                        return  # being written now: what follows is its rest, not a line
                     torn = lineno
                     continue
             try:
@@ -102,6 +104,8 @@ def stream_lines(path: str | Path) -> Iterator[tuple[bytes, int | None, Event]]:
             try:
                 obj = _decode(line)
             except ValueError:
+                if not line.endswith(b"\n"):
+                    return  # being written now (see stream_events)
                 torn = lineno
                 continue
             seq = obj.get("seq") if isinstance(obj, dict) else None
