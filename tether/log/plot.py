@@ -154,7 +154,9 @@ class Figure:
                     transform=ax.transAxes)
             return
         thin = len(self.table.segments) > 3000  # bar edges would hide short bars
-        least = self.table.wall_time / self.scale * 0.003  # an instant failure stays visible
+        # an instant failure stays visible in a sparse timeline; in a dense one a minimum
+        # width would paint rare outcomes over most of the picture, so bars keep their width
+        least = 0.0 if thin else self.table.wall_time / self.scale * 0.003
         workers = self.table.workers
         lost_x, lost_y, again_x, again_y = [], [], [], []
         for y, (label, segs) in enumerate(lanes):
