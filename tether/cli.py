@@ -87,26 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     kn.add_argument("--workers", type=int, default=1, metavar="N", help="worker pairs (default 1)")
     kn.add_argument("--add-worker", metavar="NAME", help="add one worker pair to DIR")
 
-    lg = sub.add_parser("log", help="read an evaluation log")
-    ls = lg.add_subparsers(dest="log_command", required=True)
-    s = ls.add_parser("summary", help="counts per status, best value and point")
-    s.add_argument("log")
-    s.add_argument("--json", action="store_true")
-    ls.add_parser("best", help="the best completed evaluation").add_argument("log")
-    sh = ls.add_parser("show", help="every event of one evaluation")
-    sh.add_argument("log")
-    sh.add_argument("eval_id", type=int)
-    t = ls.add_parser("tail", help="the last events; -f to follow")
-    t.add_argument("log")
-    t.add_argument("-f", "--follow", action="store_true")
-    t.add_argument("-n", type=int, default=10)
-    e = ls.add_parser("export", help="one row per evaluation")
-    e.add_argument("log")
-    e.add_argument("--format", choices=["csv", "json"], default="csv")
-    e.add_argument("--out")
-    pl = ls.add_parser("plot", help="convergence plot (needs matplotlib)")
-    pl.add_argument("log")
-    pl.add_argument("--out", required=True)
+    from tether.log.cli import add_parser as add_log_parser
+
+    add_log_parser(sub)
 
     from tether.simulate import add_subparser as add_simulate
 
@@ -143,20 +126,9 @@ def _dispatch(a: argparse.Namespace) -> int:
         from tether.simulate import run_simulate
 
         return run_simulate(a)
-    from tether.log import cli as lc
+    from tether.log.cli import run as run_log
 
-    cmd = a.log_command
-    if cmd == "summary":
-        return lc.cmd_summary(a.log, a.json)
-    if cmd == "best":
-        return lc.cmd_best(a.log)
-    if cmd == "show":
-        return lc.cmd_show(a.log, a.eval_id)
-    if cmd == "tail":
-        return lc.cmd_tail(a.log, a.follow, a.n)
-    if cmd == "export":
-        return lc.cmd_export(a.log, a.format, a.out)
-    return lc.cmd_plot(a.log, a.out)
+    return run_log(a)
 
 
 def _launch(a: argparse.Namespace) -> int:
