@@ -5,18 +5,32 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV="$ROOT/.venv"
 PY=${PYTHON:-python3}
 
-# pip's own output is long and, off a terminal, silent during a big download: show one
-# line per download (with its size) and per phase, so a first install never looks hung.
+# pip's own output is long and, off a terminal, silent during a big download or unpack:
+# show one line per download (name, version, size), each phase, and a line every 15 s
+# while nothing else happens, so a first install never looks hung.
+_pip_line() {
+    local file size name version
+    case "$1" in
+        *Downloading\ *) file=${1##*Downloading }; file=${file##*/}; size="(${file##*(}"
+                          IFS=- read -r name version _ <<<"${file%% *}"
+                          _say "downloading $name $version $size" ;;
+        "Installing collected packages:"*) _say "unpacking and installing the packages ..." ;;
+        "Successfully installed"*) _say "installed" ;;
+    esac
+}
+_say() { printf '  [%3ds] %s\n' $((SECONDS - _start)) "$1" >&2; }
 _pip_progress() {
-    local line start=$SECONDS
-    while IFS= read -r line; do
-        case "$line" in
-            *Downloading\ *) line=${line##*Downloading }; line=${line##*/}
-                              printf '  [%3ds] downloading %s\n' $((SECONDS - start)) "$line" >&2 ;;
-            "Installing collected packages:"*)
-                printf '  [%3ds] installing the packages ...\n' $((SECONDS - start)) >&2 ;;
-            "Successfully installed"*) printf '  [%3ds] installed\n' $((SECONDS - start)) >&2 ;;
-        esac
+    local line buf="" rc
+    _start=$SECONDS
+    while :; do
+        if IFS= read -r -t 15 line; then
+            _pip_line "$buf$line"; buf=""
+        else
+            rc=$?
+            if [ "$rc" -le 128 ]; then [ -z "$buf$line" ] || _pip_line "$buf$line"; break; fi
+            buf+=$line  # timed out mid-line: keep what came so far
+            _say "still working ..."
+        fi
     done
 }
 
@@ -26,14 +40,14 @@ ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         echo "creating $VENV ..." >&2
         "$PY" -m venv "$VENV"
-        "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+        "$VENV/bin/python" -m pip install -q --upgrade pip >"$VENV/install.log" 2>&1
     fi
     # reinstall only when pyproject.toml or the wanted extras changed
     stamp="$VENV/.tether-installed-$(echo "$extras" | tr ',' '_')"
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
         echo "installing tether[$extras] into $VENV (full log: $VENV/install.log);" \
              "the first time downloads several hundred MB (TensorFlow) ..." >&2
-        if ! "$VENV/bin/python" -m pip install --progress-bar off -e "$spec" 2>&1 \
+        if ! PYTHONUNBUFFERED=1 "$VENV/bin/python" -m pip install --progress-bar off -e "$spec" 2>&1 \
                 | tee "$VENV/install.log" | _pip_progress; then
             tail -n 30 "$VENV/install.log" >&2; echo "install failed: see $VENV/install.log" >&2; exit 1
         fi

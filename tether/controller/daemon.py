@@ -19,6 +19,7 @@ from typing import Any
 
 from tether import __version__
 from tether.controller.core import ControllerCore
+from tether.controller.detach import hold_pidfile
 from tether.controller.progress import Progress
 from tether.controller.server import ControllerServer
 from tether.controller.settings import Config, RunSettings, load_config, parse_config
@@ -254,7 +255,12 @@ EXIT_RESUMABLE = 75
 EXIT_INTERRUPTED = 130
 
 
-def run_controller(args: ControllerArgs) -> int:
+def run_controller(args: ControllerArgs, pidfile: str | None = None) -> int:
+    with hold_pidfile(pidfile):  # from before the (slow) strategy import to the very end
+        return _run_controller(args)
+
+
+def _run_controller(args: ControllerArgs) -> int:
     check_advertise(args.advertise)
     config, head = build(args)
     if head is not None and (reason := already_finished(head, config.run.budget)):
