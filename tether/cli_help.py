@@ -78,14 +78,16 @@ LOG = """examples:
   tether log export run.jsonl --format csv > evals.csv
   tether log plot run.jsonl --out run.png"""
 
-LOG_SUB = {
-    "summary": "tether log summary run.jsonl\n  tether log summary run.jsonl --json",
-    "best": "tether log best run.jsonl",
-    "show": "tether log show run.jsonl 42",
-    "tail": "tether log tail run.jsonl -n 20\n  tether log tail -f run.jsonl",
-    "export": "tether log export run.jsonl > evals.csv\n"
-              "  tether log export run.jsonl --format json --out evals.json",
-    "plot": "tether log plot run.jsonl --out run.png",
+SUB = {
+    "log summary": "tether log summary run.jsonl\n  tether log summary run.jsonl --json",
+    "log best": "tether log best run.jsonl",
+    "log show": "tether log show run.jsonl 42",
+    "log tail": "tether log tail run.jsonl -n 20\n  tether log tail -f run.jsonl",
+    "log export": "tether log export run.jsonl > evals.csv\n"
+                  "  tether log export run.jsonl --format json --out evals.json",
+    "log plot": "tether log plot run.jsonl --out run.png",
+    "keys generate": "tether keys generate keys --workers 4\n"
+                     "  tether keys generate keys --add-worker node7",
 }
 
 BY_COMMAND = {"controller": CONTROLLER, "worker": WORKER, "launch": LAUNCH, "status": STATUS,
@@ -133,6 +135,6 @@ def add_examples(top: argparse.ArgumentParser) -> argparse.ArgumentParser:
         _set(p, controller_epilog() if name == "controller" else
              BY_COMMAND.get(name, f"examples:\n  tether {name} --help"))
         for sub_name, sp in _subparsers(p).items():
-            text = LOG_SUB.get(sub_name) if name == "log" else None
-            _set(sp, f"examples:\n  {text or f'tether {name} {sub_name} --help'}")
+            text = SUB.get(f"{name} {sub_name}", f"tether {name} {sub_name} --help")
+            _set(sp, f"examples:\n  {text}")
     return top
