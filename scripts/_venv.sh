@@ -40,14 +40,20 @@ ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         echo "creating $VENV ..." >&2
         "$PY" -m venv "$VENV"
-        "$VENV/bin/python" -m pip install -q --upgrade pip >"$VENV/install.log" 2>&1
+        # upgrade the bundled pip only if it predates editable pyproject installs (21.3):
+        # the upgrade costs a download and several seconds
+        if ! "$VENV/bin/python" -c 'import pip, sys
+sys.exit(tuple(int(p) for p in pip.__version__.split(".")[:2]) < (21, 3))'; then
+            "$VENV/bin/python" -m pip install -q --upgrade pip >"$VENV/install.log" 2>&1
+        fi
     fi
-    # reinstall only when pyproject.toml or the wanted extras changed
+    # reinstall only when pyproject.toml or the wanted extras changed. --no-compile: byte-
+    # compiling all of TensorFlow doubles the install; Python compiles what it imports.
     stamp="$VENV/.tether-installed-$(echo "$extras" | tr ',' '_')"
     if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
         echo "installing tether[$extras] into $VENV (full log: $VENV/install.log);" \
              "the first time downloads several hundred MB (TensorFlow) ..." >&2
-        if ! PYTHONUNBUFFERED=1 "$VENV/bin/python" -m pip install --progress-bar off -e "$spec" 2>&1 \
+        if ! PYTHONUNBUFFERED=1 "$VENV/bin/python" -m pip install --progress-bar off --no-compile -e "$spec" 2>&1 \
                 | tee "$VENV/install.log" | _pip_progress; then
             tail -n 30 "$VENV/install.log" >&2; echo "install failed: see $VENV/install.log" >&2; exit 1
         fi
