@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     pl = ls.add_parser("plot", help="convergence plot (needs matplotlib)")
     pl.add_argument("log")
     pl.add_argument("--out", required=True)
-    return add_examples(p)
+    return p
 
 
 def _dispatch(a: argparse.Namespace) -> int:
@@ -164,7 +164,7 @@ def _split_launch(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv, worker = _split_launch(list(sys.argv[1:] if argv is None else argv))
-    parser = _parser()
+    parser = add_examples(_parser())
     if not argv:  # a newcomer's first try: the overview with examples, not an error
         parser.print_help(sys.stderr)
         return 2

@@ -11,13 +11,13 @@ import pytest
 
 import tether
 from tether.cli import _parser, main
-from tether.cli_help import _subparsers
+from tether.cli_help import _subparsers, add_examples
 from tether.controller.settings import RunSettings
 from tether.strategies import BUILTIN
 
 
 def all_parsers() -> dict[str, argparse.ArgumentParser]:
-    top = _parser()
+    top = add_examples(_parser())
     found = {"tether": top}
     for name, p in _subparsers(top).items():
         found[f"tether {name}"] = p
