@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
+import os
 import re
+import select
+import struct
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.contract import check_log
-from tests.integration.harness import env, events_of
+from tests.integration.harness import TETHER, env, events_of
 from tether.problems import BRANIN_MIN
 
 HAS_BO = importlib.util.find_spec("gpflow") is not None
@@ -74,3 +80,49 @@ def test_demo_without_the_model_library(tmp_path: Path) -> None:
     check_log(tmp_path / "demo.jsonl", completed=6)
     assert "completed  6 evaluations" in r.stdout and "regret" in r.stdout
     assert not (tmp_path / "demo.png").exists()
+
+
+def read_pty(master: int, proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """Everything written to the terminal until the process exits and the pty drains."""
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.timeout(180)
+def test_on_a_terminal_the_live_line_leaves_the_startup_lines_whole(tmp_path: Path) -> None:
+    """What a newcomer sees: the live progress line (tqdm) on a pseudo-terminal."""
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    addr = tmp_path / "addr"
+    ctl = subprocess.Popen([*TETHER, "controller", "--budget", "5", "--bind", "tcp://127.0.0.1:0",
+                            "--address-file", str(addr), "--log", str(tmp_path / "run.jsonl")],
+                           stdin=slave, stdout=slave, stderr=slave, env=env(), cwd=tmp_path)
+    os.close(slave)
+    worker = subprocess.Popen([*TETHER, "worker", "--address-file", str(addr), "--python",
+                               "tests.integration.objectives:sleepy"], env=env(), cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        screen = read_pty(master, ctl, 150)
+        assert ctl.wait(timeout=30) == 0 and worker.wait(timeout=30) == 0
+    finally:
+        os.close(master)
+        for p in (ctl, worker):
+            if p.poll() is None:
+                p.kill()
+    lines = [ln.split("\r")[-1] for ln in screen.replace("\r\n", "\n").split("\n")]
+    assert any(ln.startswith("tether controller listening on tcp://127.0.0.1:") for ln in lines), screen
+    assert "5/5" in screen and "%|" in screen, screen  # the bar, drawn to the end
+    assert "run finished (budget): 5 completed" in screen

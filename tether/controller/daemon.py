@@ -268,7 +268,7 @@ def _run_controller(args: ControllerArgs) -> int:
               "(raise --budget to extend it)", flush=True)
         return 0
     if args.config is None and head is None:
-        print("no config given: a 2-D unit box (x0, x1), strategy random, budget "
+        print(f"no config given: a 2-D unit box (x0, x1), strategy {config.strategy}, budget "
               f"{config.run.budget} (see docs/cli.md for a config file)", file=sys.stderr,
               flush=True)
     if config.strategy in ("async-bo", "batch-bo"):
