@@ -104,6 +104,7 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)  # the final counts
             self._bar.close()
             self._bar = None
 
