@@ -126,8 +126,8 @@ def test_detach_refuses_a_live_pidfile_and_needs_one(tmp_path: Path,
     r = tether(tmp_path, "controller", "c.toml", "--detach")
     assert r.returncode == 2 and "--pidfile" in r.stderr and len(r.stderr.splitlines()) == 1
     pid = start_detached(tmp_path, background)  # no worker: it waits
-    r = tether(tmp_path, "controller", "c.toml", "--log", "other.jsonl", "--detach",
-               "--pidfile", "ctl.pid")
+    # the same log: the refused controller appends to the .out the live one writes to
+    r = tether(tmp_path, "controller", "c.toml", "--detach", "--pidfile", "ctl.pid")
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"tether: error: pidfile ctl.pid names a running tether process ({pid}): stop it, "

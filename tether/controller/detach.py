@@ -50,7 +50,8 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 def _last_line(out: Path, offset: int) -> str:
-    """The last non-empty line the child wrote (after ``offset``: .out is appended to)."""
+    """The child's error line: the last ``tether: error:`` line after ``offset`` (.out is
+    appended to, maybe by a live controller of the same log too), else the last line."""
     try:
         with out.open("rb") as fh:
             fh.seek(offset)
@@ -58,7 +59,8 @@ def _last_line(out: Path, offset: int) -> str:
     except OSError:
         return ""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return lines[-1] if lines else ""
+    errors = [ln for ln in lines if ln.startswith("tether: error:")]
+    return (errors or lines or [""])[-1]
 
 
 def detach(argv: list[str], config: str | None, log: str | None, address_file: str | None,
@@ -73,9 +75,14 @@ def detach(argv: list[str], config: str | None, log: str | None, address_file: s
     if address_file is None:  # the address file is how we learn that it listens
         child_argv += ["--address-file", str(addr)]
     before = _stamp(addr)
-    offset = out.stat().st_size if out.exists() else 0
+    try:  # the controller would make the log's directory: the .out file goes there first
+        out.parent.mkdir(parents=True, exist_ok=True)
+        sink = out.open("ab")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc.strerror or exc}") from None
+    offset = sink.tell()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    with open(os.devnull, "rb") as devnull, out.open("ab") as sink:
+    with open(os.devnull, "rb") as devnull, sink:
         child = subprocess.Popen(child_argv, stdin=devnull, stdout=sink, stderr=subprocess.STDOUT,
                                  start_new_session=True, env=env, close_fds=True)
     deadline = time.monotonic() + START_TIMEOUT
