@@ -52,10 +52,13 @@ def objective(u: np.ndarray) -> float:
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="scripts/demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", type=int, default=3)
-    ap.add_argument("--budget", type=int, default=30)
+    ap = argparse.ArgumentParser(
+        prog="scripts/demo", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=(__doc__ or "").partition("\n\n")[2].replace("``", ""),
+        epilog="examples:\n  scripts/demo\n  scripts/demo --budget 50 --workers 4\n"
+               "  scripts/demo --strategy dycors      (no TensorFlow needed)")
+    ap.add_argument("--workers", type=int, default=3, help="worker processes (default 3)")
+    ap.add_argument("--budget", type=int, default=30, help="completed evaluations (default 30)")
     ap.add_argument("--strategy", default="async-bo", help="any strategy name (default async-bo)")
     ap.add_argument("--log", default=None, help="default: runs/demo-TIMESTAMP.jsonl")
     ap.add_argument("--no-plot", action="store_true", help="skip the PNG")
