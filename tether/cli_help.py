@@ -65,7 +65,7 @@ STATUS = """examples:
 KEYS = """examples:
   tether keys generate keys --workers 4    a controller pair, 4 worker pairs, the allow-list
   tether controller run.toml --keys keys
-  tether worker --keys keys/workers/worker-0 --address-file addr --python mymod:f"""
+  tether worker --keys keys/workers/worker-1 --address-file addr --python mymod:f"""
 
 SIMULATE = """examples:
   tether simulate run.toml --python tether.problems:branin --workers 8 --durations uniform:1:5
