@@ -185,13 +185,15 @@ def checklog(path: Path, budget: int) -> str:
 
 
 def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float,
-               cprofile: str | None = None, pyspy: str | None = None) -> dict[str, Any]:
+               cprofile: str | None = None, pyspy: str | None = None,
+               keys: Path | None = None) -> dict[str, Any]:
     d = work / tag
     d.mkdir(parents=True)
     log = d / "run.jsonl"
     addr = d / "address"
     cfg = d / "config.toml"
-    cfg.write_text(CONFIG.format(seed=random.randrange(2**31), budget=budget, log=log))
+    cfg.write_text(CONFIG.format(seed=random.randrange(2**31), budget=budget, log=log)
+                   + (f'keys = "{keys}"\n' if keys else ""))  # CURVE (benchmarks/curve_cost.py)
     py = sys.executable
     ctl_cmd = [py, "-m", "tether", "controller", str(cfg), "--address-file", str(addr)]
     if cprofile:
@@ -208,7 +210,7 @@ def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float,
         workers = []
         for i in range(n):
             w = spawn([py, "-m", "tether", "worker", "--address-file", str(addr), "--python", OBJECTIVE,
-                       "--name", f"w{i}"], d / f"w{i}.out", d)
+                       "--name", f"w{i}", *(["--keys", str(keys)] if keys else [])], d / f"w{i}.out", d)
             procs.append(w)
             workers.append(w)
         code, ctl_cpu = wait_rusage(ctl, deadline, f"controller ({tag})", d / "controller.out")

@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--advertise", metavar="HOST", help="host name or address workers should "
                    "dial (default: this host's name if it resolves beyond loopback, else an "
                    "interface address)")
+    c.add_argument("--keys", metavar="DIR", help="CURVE keys: let in only workers in DIR/authorized")
     c.add_argument("--detach", action="store_true", help="run in the background: return once "
                    "it listens (output in LOG.out; needs --pidfile)")
     c.add_argument("--pidfile", metavar="PATH", help="write the controller's pid here (removed "
@@ -82,6 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="one JSON object per refresh")
     st.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
     st.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+    w.add_argument("--keys", metavar="DIR", help="CURVE keys: this worker's pair and the "
+                   "controller's public key (DIR or DIR/workers/NAME)")
+
+    k = sub.add_parser("keys", help="CURVE key pairs for the controller and workers")
+    ks = k.add_subparsers(dest="keys_command", required=True)
+    kg = ks.add_parser("generate", help="a controller pair, worker pairs and the allow-list")
+    kg.add_argument("dir", metavar="DIR")
+    kn = kg.add_mutually_exclusive_group()
+    kn.add_argument("--workers", type=int, default=1, metavar="N", help="worker pairs (default 1)")
+    kn.add_argument("--add-worker", metavar="NAME", help="add one worker pair to DIR")
 
     lg = sub.add_parser("log", help="read an evaluation log")
     ls = lg.add_subparsers(dest="log_command", required=True)
@@ -116,7 +127,7 @@ def _dispatch(a: argparse.Namespace) -> int:
             return detach(a.argv, a.config, a.log, a.address_file, a.pidfile)
         return run_controller(ControllerArgs(a.config, a.bind, a.log, a.resume, a.budget,
                                              a.strategy, a.warm_start, a.address_file,
-                                             a.advertise), pidfile=a.pidfile)
+                                             a.advertise, a.keys), pidfile=a.pidfile)
     if a.cmd == "launch":
         return _launch(a)
     if a.cmd == "worker":
@@ -127,6 +138,14 @@ def _dispatch(a: argparse.Namespace) -> int:
         from tether.status import run_status
 
         return run_status(a.where, a.keys, a.json, a.watch, a.timeout)
+    if a.cmd == "keys":
+        from tether.keys import generate
+
+        for line in generate(a.dir, a.workers, a.add_worker):
+            print(line)
+        print(f"controller: tether controller --keys {a.dir}; each worker: tether worker --keys "
+              f"{a.dir}/workers/NAME (copy only that directory to the worker's node)")
+        return 0
     from tether.log import cli as lc
 
     cmd = a.log_command

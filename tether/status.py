@@ -34,9 +34,9 @@ def query(endpoint: str, timeout: float = 5.0, keys: str | None = None,
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
     if keys:
-        from tether import keys as tkeys
+        from tether.keys import configure_client
 
-        tkeys.configure_client(sock, keys)
+        configure_client(sock, keys)
     try:
         sock.connect(endpoint)
         sock.send(codec.encode(m.StatusQuery()))

@@ -44,13 +44,15 @@ class Cluster:
         self.procs: list[subprocess.Popen[str]] = []
         self.controller: subprocess.Popen[str] | None = None
         self.workers: list[subprocess.Popen[str]] = []
+        self.worker_args: list[str] = []  # added to every worker (e.g. --slots 3)
+        self.run_extra = ""  # added to every config's [run] (e.g. prefetch = 2)
 
     def config(self, budget: int = 10, strategy: str = "random", dim: int = 2,
                run: str = "", strategy_opts: str = "") -> Path:
         space = "\n".join(f"x{i} = [0.0, 1.0]" for i in range(dim))
         text = (f"[space]\n{space}\n\n[strategy]\nname = \"{strategy}\"\n{strategy_opts}\n\n"
                 f"[run]\nbudget = {budget}\nbind = \"tcp://127.0.0.1:0\"\nlog = \"{self.log}\"\n"
-                f"{run}\n")
+                f"{run}\n{self.run_extra}\n")
         path = self.tmp / "config.toml"
         path.write_text(text)
         return path
@@ -79,7 +81,7 @@ class Cluster:
         name = name or f"w{len(self.workers)}"
         what = ["--python", python] if python else ["--command", command or ""]
         where = [] if "--connect" in args else ["--address-file", str(self.addr)]
-        argv = [*TETHER, "worker", *where, "--name", name, *what, *args]
+        argv = [*TETHER, "worker", *where, "--name", name, *what, *self.worker_args, *args]
         w = self._spawn(argv, name)
         self.workers.append(w)
         return w

@@ -31,8 +31,13 @@ def n_events(c: Cluster, kind: str) -> int:
     return len(events_of(c.log, kind))
 
 
+NODE_AGENTS = {"one-slot": ([], ""), "3-slot agents, prefetch 2": (["--slots", "3"], "prefetch = 2")}
+
+
 @pytest.mark.timeout(240)
-def test_sigkill_workers_repeatedly(cluster: Cluster) -> None:
+@pytest.mark.parametrize("mode", NODE_AGENTS)
+def test_sigkill_workers_repeatedly(cluster: Cluster, mode: str) -> None:
+    cluster.worker_args, cluster.run_extra = NODE_AGENTS[mode]
     budget = 240
     cluster.start_controller(config=cluster.config(budget=budget, run=FAST))
     for _ in range(4):
@@ -62,7 +67,9 @@ def test_sigkill_workers_repeatedly(cluster: Cluster) -> None:
 
 
 @pytest.mark.timeout(240)
-def test_sigkill_controller_and_resume_keeps_workers(cluster: Cluster) -> None:
+@pytest.mark.parametrize("mode", NODE_AGENTS)
+def test_sigkill_controller_and_resume_keeps_workers(cluster: Cluster, mode: str) -> None:
+    cluster.worker_args, cluster.run_extra = NODE_AGENTS[mode]
     budget = 150
     port = free_port()
     cfg = cluster.config(budget=budget, run=FAST + "grace = 5\n")

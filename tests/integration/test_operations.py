@@ -19,13 +19,6 @@ FAST = "heartbeat = 0.2\nliveness = 3"
 SLOW = "tests.integration.objectives:slow"
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Cluster:
-    c = Cluster(tmp_path)
-    yield c  # type: ignore[misc]
-    c.close()
-
-
 def status(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*TETHER, "status", str(cluster.addr), *args], capture_output=True,
                           text=True, env=env(), timeout=30)
@@ -158,3 +151,31 @@ def test_report_info_and_a_module_in_the_working_directory(cluster: Cluster) -> 
     assert cluster.wait_controller(60) == 0, cluster.output("w0")
     partials = [e for e in load(cluster.log) if e["event"] == "partial"]
     assert sorted({e["epoch"] for e in partials}) == [0, 1, 2]
+
+
+@pytest.mark.timeout(120)
+def test_status_with_keys_needs_them(cluster: Cluster, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    gen = subprocess.run([*TETHER, "keys", "generate", str(keys), "--workers", "2"],
+                         capture_output=True, text=True, env=env(), timeout=60)
+    assert gen.returncode == 0, gen.stderr
+    worker_dirs = sorted(p for p in (keys / "workers").iterdir())
+    flag = tmp_path / "go"
+    cluster.start_controller("--keys", str(keys), config=cluster.config(budget=2, run=FAST))
+    import os
+
+    os.environ["TETHER_TEST_FLAG"] = str(flag)
+    try:
+        cluster.start_worker("--keys", str(worker_dirs[0]), python=SLOW)
+    finally:
+        del os.environ["TETHER_TEST_FLAG"]
+    wait_for(lambda: events_of(cluster.log, "started"), 60, "the worker to be busy")
+    refused = status(cluster, "--timeout", "2")
+    assert refused.returncode == 3 and "no controller answered" in refused.stderr
+    ok = status(cluster, "--json", "--keys", str(worker_dirs[1]))
+    assert ok.returncode == 0, ok.stderr
+    assert [w["name"] for w in json.loads(ok.stdout)["workers"]] == ["w0"]
+    joined = events_of(cluster.log, "worker_joined")
+    assert joined[0]["key"].startswith("sha256:")  # the fingerprint, never the key
+    flag.write_text("")
+    assert cluster.wait_controller(60) == 0

@@ -41,6 +41,8 @@ ALL_MESSAGES: list[m.Message] = [
     m.Terminate("budget"),
     m.Drained(),
     m.Rehello(),
+    m.StatusQuery(),
+    m.Status({"completed": 3, "workers": [{"name": "w0"}]}),
     m.Heartbeat(),
 ]
 
@@ -331,3 +333,29 @@ def test_truncated_valid_messages(msg: m.Message) -> None:
 def test_errors_share_the_root() -> None:
     assert issubclass(RemoteProtocolError, ProtocolError)
     assert issubclass(LocalProtocolError, ProtocolError)
+
+
+# ------------------------------------------------------------------ batches in one frame
+def test_several_messages_travel_in_one_frame() -> None:
+    msgs: list[m.Message] = [m.Ack(1, 0), m.Evaluate(2, 0, (0.5,)), m.Drained()]
+    frame = codec.encode_many(msgs)
+    assert codec.decode_frame(frame, m.CONTROLLER_MESSAGES) == msgs
+    # a single message is a plain map, readable by decode() as before
+    assert codec.decode(codec.encode_many([m.Ack(1, 0)])) == m.Ack(1, 0)
+    assert codec.decode_frame(codec.encode(m.Ack(1, 0))) == [m.Ack(1, 0)]
+
+
+def test_a_batch_is_all_or_nothing_and_bounded() -> None:
+    bad = msgpack.packb([{"v": m.PROTOCOL_VERSION, "t": "ack", "eval_id": 1, "attempt": 0},
+                         {"v": m.PROTOCOL_VERSION, "t": "nope"}])
+    with pytest.raises(RemoteProtocolError, match="unknown message type"):
+        codec.decode_frame(bad)
+    with pytest.raises(RemoteProtocolError, match="batch"):
+        codec.decode_frame(msgpack.packb([]))
+    big = msgpack.packb([{"v": m.PROTOCOL_VERSION, "t": "heartbeat"}] * (codec.MAX_BATCH + 1))
+    with pytest.raises(RemoteProtocolError, match="batch"):
+        codec.decode_frame(big)
+    # a controller-only message inside a worker's batch is refused with the rest
+    mixed = codec.encode_many([m.Heartbeat(), m.Evaluate(1, 0, (0.1,))])
+    with pytest.raises(RemoteProtocolError, match="not allowed"):
+        codec.decode_frame(mixed, m.WORKER_MESSAGES)

@@ -124,7 +124,7 @@ def test_outcome_sent_and_kept_until_ack() -> None:
 
 
 def test_outbox_resent_after_reconnect() -> None:
-    s = ready()
+    s = ready(slots=2)
     start(s, 1)
     start(s, 2)
     res = m.Result(1, 0, 2.5)
@@ -263,7 +263,7 @@ def test_next_deadline() -> None:
 
 
 def test_hello_lists_running_and_unacked() -> None:
-    s = ready()
+    s = ready(slots=3)
     start(s, 3, 1)
     start(s, 1, 0)
     start(s, 2, 0)
@@ -404,3 +404,26 @@ def test_started_inside_the_drain_window_offers_no_slots() -> None:
     assert s.hello(0.0).slots == 0
     s.receive(WELCOME, 0.1)
     assert s.drained
+
+
+# ------------------------------------------------------------------ prefetch
+def test_prefetched_evaluations_wait_for_a_slot_and_start_in_order() -> None:
+    s = ready(0.0, slots=1)
+    start(s, 1)
+    assert s.receive(m.Evaluate(2, 0, (0.1, 0.1)), 0.1) == []  # beyond our one slot: queued
+    assert s.receive(m.Evaluate(3, 0, (0.2, 0.2)), 0.2) == []
+    assert s.hello(0.3).running == ((1, 0), (2, 0), (3, 0))  # a reconnect claims them all
+    s.receive(WELCOME, 0.3)
+    out = s.finished(m.Result(1, 0, 5.0), 1.0)
+    assert out == [m.Result(1, 0, 5.0), StartEval(2, 0, (0.1, 0.1), 0.0)]
+    # a kill of a queued evaluation ends it here, without starting it
+    assert s.receive(m.Kill(3, 0, "no longer needed"), 1.1) == [m.Killed(3, 0, "no longer needed")]
+    assert s.queued == {} and set(s.running) == {(2, 0)}
+
+
+def test_leaving_gives_back_prefetched_work() -> None:
+    s = ready(0.0, slots=1)
+    start(s, 1)
+    s.receive(m.Evaluate(2, 0, (0.1, 0.1)), 0.1)
+    out = s.leave("sigterm", ((1, 0),), 0.2)
+    assert out[0] == m.Goodbye("sigterm", ((1, 0), (2, 0)))

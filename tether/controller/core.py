@@ -185,7 +185,7 @@ class ControllerCore:
         if self.workers.remove(name) is not None:
             self._emit(WorkerLeft(self._now(), name, "reconnected"))
         # slots == 0: a worker that is draining already (e.g. started late in its job)
-        w = self.workers.add(name, max(1, slots), draining=slots == 0)
+        w = self.workers.add(name, max(1, slots), draining=slots == 0, prefetch=self.prefetch)
         self._emit(WorkerJoined(self._now(), name, w.slots, key))
         reported = dict(running)
         for eval_id, attempt in reported.items():
@@ -444,6 +444,13 @@ class ControllerCore:
             self.end("max_time")
         elif st.fail_streak >= self.max_failures:
             self.end("too many failures")
+
+    @property
+    def prefetch(self) -> int:
+        """Evaluations a worker may hold queued beyond its slots: ``[run] prefetch``, else
+        the strategy's default (0 for model-based strategies)."""
+        p = self.settings.prefetch
+        return p if p is not None else max(0, int(getattr(self.strategy.inner, "prefetch", 0)))
 
     @property
     def max_failures(self) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tether import __version__
+from tether import __version__, keys
 from tether.controller.core import ControllerCore
 from tether.controller.detach import hold_pidfile
 from tether.controller.progress import Progress
@@ -46,6 +46,7 @@ class ControllerArgs:
     warm_start: str | None = None
     address_file: str | None = None
     advertise: str | None = None  # host written to the address file instead of a guess
+    keys: str | None = None
 
 
 @dataclass
@@ -115,7 +116,7 @@ def build(args: ControllerArgs) -> tuple[Config, LogHead | None]:
     if config is None:
         config = parse_config(DEFAULT_CONFIG)
     config = config.with_overrides(strategy=args.strategy, bind=args.bind, log=log_path,
-                                   budget=args.budget)
+                                   budget=args.budget, keys=args.keys)
     return config, head
 
 
@@ -263,6 +264,8 @@ def run_controller(args: ControllerArgs, pidfile: str | None = None) -> int:
 def _run_controller(args: ControllerArgs) -> int:
     check_advertise(args.advertise)
     config, head = build(args)
+    if config.run.keys is not None:
+        keys.load_server(config.run.keys)  # unusable keys: exit 2 before any work
     if head is not None and (reason := already_finished(head, config.run.budget)):
         print(f"the run in {config.run.log} already finished ({reason}); nothing to do "
               "(raise --budget to extend it)", flush=True)
@@ -280,7 +283,8 @@ def _run_controller(args: ControllerArgs) -> int:
     if warm:
         info["warm_start"] = str(Path(warm).resolve())
         info["warm_start_records"] = apply_warm_start(strategy, warm, config.space)
-    journal = JournalWriter(config.run.log, start_seq=head.n_events if head else 0)
+    journal = JournalWriter(config.run.log, start_seq=head.n_events if head else 0,
+                            fsync=config.run.fsync)
     progress = Progress(config.run.budget, config.run.progress)
     server = ControllerServer(config.space, strategy, config.run, journal, info,
                               progress=progress)
@@ -288,6 +292,8 @@ def _run_controller(args: ControllerArgs) -> int:
         where = advertised(server.endpoint, args.advertise)
         print(f"tether controller listening on {where}, log {config.run.log}", file=sys.stderr,
               flush=True)
+        if warning := keys.open_warning(server.endpoint, config.run.keys):
+            print(f"tether: {warning}", file=sys.stderr, flush=True)
         try:
             server.start(iter_events(head.path) if head else None)
         except LogError as exc:

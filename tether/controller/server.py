@@ -17,6 +17,7 @@ from typing import Any
 
 import zmq
 
+from tether import keys
 from tether.controller.core import ControllerCore
 from tether.controller.progress import Progress, Tee
 from tether.controller.session import ControllerSession
@@ -70,13 +71,16 @@ class ControllerServer:
     def _configure(self, s: zmq.Socket[bytes]) -> None:
         s.setsockopt(zmq.LINGER, 2000)
         s.setsockopt(zmq.ROUTER_MANDATORY, 1)  # unknown peer -> error, not a silent drop
-        s.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        # no handover: a peer that sets its routing id to another worker's would take over
+        # that worker's traffic (reproduced); workers never choose routing ids
+        s.setsockopt(zmq.ROUTER_HANDOVER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
         ivl = max(100, int(self.settings.heartbeat * 1000))
         s.setsockopt(zmq.HEARTBEAT_IVL, ivl)  # ZMTP pings drop dead TCP links underneath
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * self.settings.liveness)
         s.setsockopt(zmq.SNDHWM, 100_000)
         s.setsockopt(zmq.RCVHWM, 100_000)
+        keys.configure_server(s, self.settings.keys)  # CURVE + allow-list; before bind
 
     def _bind(self, endpoint: str) -> str:
         try:
@@ -146,12 +150,16 @@ class ControllerServer:
         self.journal.close()
 
     def _drain(self) -> None:
+        curve = self.settings.keys is not None
         for _ in range(MAX_BATCH):
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                if curve:  # the key the connection authenticated with travels on its frames
+                    frames, key = keys.recv_with_key(self.sock, zmq.NOBLOCK)
+                else:
+                    frames, key = self.sock.recv_multipart(zmq.NOBLOCK), None
             except zmq.Again:
                 return
-            self._handle(frames)
+            self._handle(frames, keys.fingerprint(key) if key else "")
 
     def _tick(self, now: float) -> None:
         for name in self.session.tick(now):
@@ -159,21 +167,22 @@ class ControllerServer:
         if self.progress is not None:
             self.progress.tick()
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _handle(self, frames: list[bytes], key: str = "") -> None:
         rid = frames[0]
         if len(frames) != 2:
             self.session.drop(rid, "wrong frame count")
             return
         try:
-            msg = codec.decode(frames[1], m.WORKER_MESSAGES)
+            msgs = codec.decode_frame(frames[1], m.WORKER_MESSAGES)
         except RemoteProtocolError as exc:
             self.session.drop(rid, str(exc))
             log.warning("dropped a message from %s: %s", rid.hex(), exc)
             return
         before = self.session.stats.dropped
-        self.session.receive(rid, msg, self.clock())
-        for to, reply in self.session.take_replies():
-            self._send(to, reply)
+        now = self.clock()
+        for msg in msgs:
+            self.session.receive(rid, msg, now, key)
+        self._send_all(self.session.take_replies())
         if self.session.stats.dropped != before and self.session.last_refusal is not None:
             log.warning("refused a message from %s: %s", rid.hex(), self.session.last_refusal[1])
 
@@ -185,18 +194,28 @@ class ControllerServer:
             out = self.session.outgoing()
             if not out:
                 return
-            for rid, msg in out:
-                self._send(rid, msg)
+            self._send_all(out)
             # a refused dispatch re-queued its evaluation: its events must be written
             # before anything that follows from them leaves
             self.journal.flush()
 
-    def _send(self, rid: bytes, msg: m.Message) -> None:
+    def _send_all(self, out: list[tuple[bytes, m.Message]]) -> None:
+        """One frame per connection: its messages, in order (an ACK and the next
+        evaluation travel together, which halves the sends per evaluation)."""
+        by_rid: dict[bytes, list[m.Message]] = {}
+        for rid, msg in out:
+            by_rid.setdefault(rid, []).append(msg)
+        for rid, msgs in by_rid.items():
+            for k in range(0, len(msgs), codec.MAX_BATCH):
+                self._send(rid, msgs[k:k + codec.MAX_BATCH])
+
+    def _send(self, rid: bytes, msgs: list[m.Message]) -> None:
         try:
-            self.sock.send_multipart([rid, codec.encode(msg)], zmq.NOBLOCK)
+            self.sock.send_multipart([rid, codec.encode_many(msgs)], zmq.NOBLOCK)
         except zmq.ZMQError:  # EHOSTUNREACH (gone) or EAGAIN (peer's queue full)
             self.stats.unroutable += 1
-            self.session.undeliverable(rid, msg)
+            for msg in msgs:
+                self.session.undeliverable(rid, msg)
             return
         self.stats.sent += 1
         self.session.sent(rid, self.clock())
@@ -211,5 +230,4 @@ class ControllerServer:
             self._flush_and_send()
 
     def _say_goodbye(self) -> None:
-        for rid, msg in self.session.goodbyes():
-            self._send(rid, msg)
+        self._send_all(self.session.goodbyes())

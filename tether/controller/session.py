@@ -76,6 +76,10 @@ class ControllerSession:
             self._hello(rid, msg, now, key)
             return
         self.settle()  # a deferred join comes before anything its worker says next
+        peer = self.peers.by_rid.get(rid)
+        if peer is not None and peer.key != key:
+            self._refuse(rid, "message under another key than its hello")
+            return
         peer = self.peers.seen(rid, now)
         finished = self.core.finished
         if finished is not None and not isinstance(msg, (m.Result, m.Failure, m.Killed)):
@@ -141,7 +145,7 @@ class ControllerSession:
         if key and bound and bound != key:
             self._refuse(rid, "name bound to another key")
             return
-        replaced = self.peers.add(rid, hello, now)
+        replaced = self.peers.add(rid, hello, now, key)
         if replaced is not None and replaced.name != hello.name:
             self._unproven.discard(replaced.name)
         if hello.name not in self._proven:

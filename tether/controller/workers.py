@@ -18,10 +18,11 @@ class WorkerState:
     slots: int = 1
     busy: dict[int, int] = field(default_factory=dict)  # eval_id -> attempt
     draining: bool = False
+    prefetch: int = 0  # evaluations it may hold queued beyond its slots
 
     @property
     def free(self) -> int:
-        return 0 if self.draining else max(0, self.slots - len(self.busy))
+        return 0 if self.draining else max(0, self.slots + self.prefetch - len(self.busy))
 
 
 class WorkerPool:
@@ -52,8 +53,8 @@ class WorkerPool:
     def get(self, name: str) -> WorkerState | None:
         return self.by_name.get(name)
 
-    def add(self, name: str, slots: int, draining: bool) -> WorkerState:
-        w = WorkerState(name, slots=slots, draining=draining)
+    def add(self, name: str, slots: int, draining: bool, prefetch: int = 0) -> WorkerState:
+        w = WorkerState(name, slots=slots, draining=draining, prefetch=prefetch)
         self.by_name[name] = w
         self.n_slots += w.slots
         self._sync(w, 0)

@@ -83,29 +83,66 @@ for _cls in _TYPES.values():
     ]
 
 
-def encode(msg: m.Message) -> bytes:
+MAX_BATCH = 1024  # messages in one frame
+
+_PACKER = msgpack.Packer(use_bin_type=True)  # reused: packing is on the hot path
+
+
+def _body(msg: m.Message) -> dict[str, Any]:
     name = _NAMES.get(type(msg))
     if name is None:
         raise LocalProtocolError(f"not a protocol message: {msg!r}")
     body: dict[str, Any] = {"v": m.PROTOCOL_VERSION, "t": name}
     for fname, _check, _req in _SCHEMA[type(msg)]:
         body[fname] = getattr(msg, fname)
+    return body
+
+
+def encode(msg: m.Message) -> bytes:
+    return encode_many([msg])
+
+
+def encode_many(msgs: list[m.Message]) -> bytes:
+    """One frame: a single message is a map; several travel as an array of maps."""
+    bodies = [_body(msg) for msg in msgs]
     try:
-        packed: bytes = msgpack.packb(body, use_bin_type=True)
+        packed: bytes = _PACKER.pack(bodies[0] if len(bodies) == 1 else bodies)
         return packed
     except (TypeError, ValueError, OverflowError) as exc:
-        raise LocalProtocolError(f"cannot encode {name}: {exc}") from None
+        _PACKER.reset()
+        raise LocalProtocolError(f"cannot encode {bodies[0]['t']}: {exc}") from None
+
+
+def _unpack(data: bytes, max_size: int) -> Any:
+    if len(data) > max_size:
+        raise RemoteProtocolError(f"message of {len(data)} bytes exceeds {max_size}")
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises many types on hostile input
+        raise RemoteProtocolError(f"not msgpack: {type(exc).__name__}") from None
 
 
 def decode(data: bytes, allowed: tuple[type, ...] | None = None,
            max_size: int = MAX_MESSAGE) -> m.Message:
-    """Parse one frame into a message of one of the ``allowed`` types."""
-    if len(data) > max_size:
-        raise RemoteProtocolError(f"message of {len(data)} bytes exceeds {max_size}")
-    try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except Exception as exc:  # msgpack raises many types on hostile input
-        raise RemoteProtocolError(f"not msgpack: {type(exc).__name__}") from None
+    """Parse one frame holding one message of one of the ``allowed`` types."""
+    return _message(_unpack(data, max_size), allowed)
+
+
+def decode_frame(data: bytes, allowed: tuple[type, ...] | None = None,
+                 max_size: int = MAX_MESSAGE) -> list[m.Message]:
+    """Parse one frame holding one message or an array of up to MAX_BATCH messages.
+
+    The frame is all or nothing: one bad message in an array refuses the whole frame.
+    """
+    obj = _unpack(data, max_size)
+    if isinstance(obj, list):
+        if not 0 < len(obj) <= MAX_BATCH:
+            raise RemoteProtocolError(f"a batch of {len(obj)} messages (1..{MAX_BATCH})")
+        return [_message(o, allowed) for o in obj]
+    return [_message(obj, allowed)]
+
+
+def _message(obj: Any, allowed: tuple[type, ...] | None) -> m.Message:
     if not isinstance(obj, dict):
         raise RemoteProtocolError("message is not a map")
     version = obj.get("v")

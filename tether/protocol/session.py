@@ -69,6 +69,8 @@ class WorkerSession:
         self.liveness = 3
         self.names: tuple[str, ...] = ()
         self.running: dict[tuple[int, int], float] = {}  # (eval_id, attempt) -> start time
+        # prefetched: received beyond our slots, started in order as slots free up
+        self.queued: dict[tuple[int, int], StartEval] = {}
         self.outbox: dict[tuple[int, int], Outcome] = {}
         self.last_rx = self.last_tx = 0.0
         self.drained = False  # the controller confirmed it sends us no more work
@@ -87,7 +89,7 @@ class WorkerSession:
             self.draining = True  # started inside its drain window: take no work at all
         self.state = self.CONNECTING
         self.last_rx = self.last_tx = now
-        held = tuple(sorted(set(self.running) | set(self.outbox)))
+        held = tuple(sorted(set(self.running) | set(self.queued) | set(self.outbox)))
         return m.Hello(self.name, self.session, self.slots, held, self.host, self.pid, self.job)
 
     # ------------------------------------------------------------ inbound
@@ -103,14 +105,21 @@ class WorkerSession:
             return []  # only Welcome means anything before the handshake completes
         if isinstance(msg, m.Evaluate):
             key = (msg.eval_id, msg.attempt)
-            if key in self.running or key in self.outbox:
+            if key in self.running or key in self.outbox or key in self.queued:
                 return []  # a duplicate dispatch: already on it
+            start = StartEval(msg.eval_id, msg.attempt, msg.x, msg.timeout)
+            if len(self.running) >= self.capacity:
+                self.queued[key] = start  # prefetched: it starts when a slot frees
+                return []
             self.running[key] = now
-            return [StartEval(msg.eval_id, msg.attempt, msg.x, msg.timeout)]
+            return [start]
         if isinstance(msg, m.Kill):
             key = (msg.eval_id, msg.attempt)
             if key in self.running:
                 return [StopEval(msg.eval_id, msg.attempt, msg.reason or "killed")]
+            if self.queued.pop(key, None) is not None:  # never started: ends here
+                return self.finished(m.Killed(msg.eval_id, msg.attempt, msg.reason or "killed"),
+                                     now)
             if key not in self.outbox:  # not ours any more: say so, or it stays busy there
                 return self._sent([m.Killed(msg.eval_id, msg.attempt, "not running")], now)
             return []
@@ -132,7 +141,13 @@ class WorkerSession:
         key = (outcome.eval_id, outcome.attempt)
         self.running.pop(key, None)
         self.outbox[key] = outcome
-        return self._sent([outcome], now) if self.state == self.READY else []
+        out: list[Effect] = self._sent([outcome], now) if self.state == self.READY else []
+        while self.queued and len(self.running) < self.capacity:
+            nxt_key, start = next(iter(self.queued.items()))
+            del self.queued[nxt_key]
+            self.running[nxt_key] = now
+            out.append(start)
+        return out
 
     def partial(self, msg: m.Partial, now: float) -> list[Effect]:
         # partials are a progress stream: while disconnected they are dropped, not queued
@@ -175,7 +190,7 @@ class WorkerSession:
             if self.state == self.READY:
                 out += self._sent([m.Drain(max(0.0, left))], now)
         settled = self.drained or not connected or left <= 0
-        if self.draining and settled and idle and not self.outbox:
+        if self.draining and settled and idle and not self.queued and not self.outbox:
             out += self.leave("walltime", (), now)
         return out
 
@@ -185,6 +200,8 @@ class WorkerSession:
         if self.left is not None:
             return []
         self.left = reason
+        abandoned = (*abandoned, *self.queued)  # prefetched work goes back too
+        self.queued.clear()
         for key in abandoned:
             self.running.pop(key, None)
         return [*self._sent([m.Goodbye(reason, abandoned)], now), Exit(reason)]
@@ -218,6 +235,7 @@ class Peer:
     last_rx: float
     last_tx: float
     job: str = ""
+    key: str = ""  # fingerprint of the CURVE key its hello came with ("" without keys)
 
 
 @dataclass
@@ -229,7 +247,7 @@ class PeerTable:
     by_rid: dict[bytes, Peer] = field(default_factory=dict)
     by_name: dict[str, Peer] = field(default_factory=dict)
 
-    def add(self, rid: bytes, hello: m.Hello, now: float) -> Peer | None:
+    def add(self, rid: bytes, hello: m.Hello, now: float, key: str = "") -> Peer | None:
         """Register a connection; return the peer it replaces (same name), if any."""
         old = self.by_name.get(hello.name)
         if old is not None:
@@ -237,7 +255,7 @@ class PeerTable:
         prev = self.by_rid.pop(rid, None)
         if prev is not None and prev.name != hello.name:
             self.by_name.pop(prev.name, None)
-        peer = Peer(rid, hello.name, hello.session, now, now, hello.job)
+        peer = Peer(rid, hello.name, hello.session, now, now, hello.job, key)
         self.by_rid[rid] = peer
         self.by_name[hello.name] = peer
         return old

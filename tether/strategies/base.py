@@ -36,6 +36,11 @@ class Strategy(ABC):
     #: worker that frees up is handed its next point at once instead of waiting for the
     #: ask (which then overlaps the running evaluations). 0: ask only for a free worker.
     ask_ahead: int = 0
+    #: default ``[run] prefetch``: evaluations a worker may hold queued beyond its slots,
+    #: so it never waits a round trip between two. A point handed out early was chosen
+    #: with fewer results known, so model-based strategies keep 0; samplers whose points do
+    #: not depend on results set it higher.
+    prefetch: int = 0
 
     @abstractmethod
     def propose(self, view: RunView) -> Proposal | None:

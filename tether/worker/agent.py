@@ -26,6 +26,7 @@ from typing import Any
 
 import zmq
 
+from tether import keys
 from tether.errors import ConfigError, RemoteProtocolError
 from tether.protocol import codec
 from tether.protocol import messages as m
@@ -50,6 +51,7 @@ class WorkerOptions:
     address_poll: float = 0.2  # seconds between reads of a missing --address-file
     slots: int = 1  # evaluations run at once over this one connection (a node agent)
     max_wait: float | None = None  # give up (exit 3) after this long without a controller
+    keys: str | None = None  # CURVE key directory: this worker's pair and the controller's key
 
 #: the address file's second line once the run is over (``finished REASON``)
 FINISHED_MARK = "finished"
@@ -145,18 +147,22 @@ class WorkerAgent:
             except zmq.Again:
                 return
             try:
-                msg = codec.decode(frame, m.CONTROLLER_MESSAGES)
+                msgs = codec.decode_frame(frame, m.CONTROLLER_MESSAGES)
             except RemoteProtocolError as exc:
                 log.warning("dropped a bad message from the controller: %s", exc)
                 continue
             self._heard = now
-            if isinstance(msg, m.Welcome):
-                self._attempts = 0
-                if self._lost_at is not None:
-                    log.warning("joined the controller at %s after %.0f s", self._endpoint_now,
-                                now - self._lost_at)
-                self._lost_at = None
-            self._do(self.session.receive(msg, now), now)
+            for msg in msgs:
+                self._receive(msg, now)
+
+    def _receive(self, msg: m.Message, now: float) -> None:
+        if isinstance(msg, m.Welcome):
+            self._attempts = 0
+            if self._lost_at is not None:
+                log.warning("joined the controller at %s after %.0f s", self._endpoint_now,
+                            now - self._lost_at)
+            self._lost_at = None
+        self._do(self.session.receive(msg, now), now)
 
     def _poll_runs(self, now: float) -> None:
         for key, run in list(self.runs.items()):
@@ -231,7 +237,8 @@ class WorkerAgent:
         except OSError:
             return None
         mark = next((ln for ln in lines[1:] if ln.startswith(FINISHED_MARK)), None)
-        if mark is not None and not self.session.running and not self.session.outbox:
+        held = self.session.running or self.session.queued or self.session.outbox
+        if mark is not None and not held:
             # the run this address belonged to is over: a late worker has nothing to do
             self.exit_reason = f"the run already finished ({mark[len(FINISHED_MARK):].strip()})"
             return None
@@ -257,6 +264,7 @@ class WorkerAgent:
         s.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
         s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        keys.configure_client(s, self.opts.keys)  # CURVE; before connect
         try:
             s.connect(endpoint)
         except zmq.ZMQError as exc:

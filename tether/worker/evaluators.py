@@ -18,6 +18,7 @@ import shutil
 import signal
 import string
 import subprocess
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,21 +79,43 @@ def parse_number(text: str) -> float | None:
 
 # ----------------------------------------------------------------- Python functions
 class _Child:
-    """One persistent child process running the objective (spawned, not forked)."""
+    """One persistent child process running the objective (spawned, not forked).
+
+    Starting one takes a second or so (a fresh interpreter imports the objective), so it
+    never blocks the agent's loop: the child reports ``ready`` on its pipe, which the
+    agent polls like any other, and the first job is sent then.
+    """
 
     def __init__(self, ctx: Any, target: str, start_timeout: float) -> None:
         parent, child = ctx.Pipe()
         self.proc = ctx.Process(target=pychild.main, args=(child, target), daemon=True)
         self.proc.start()
         child.close()
-        if not parent.poll(start_timeout):
+        self.conn: Connection = parent
+        self.target = target
+        self.ready = False
+        self.deadline = time.monotonic() + start_timeout
+
+    def wait_ready(self) -> None:
+        """Block until the child loaded the objective (used once, before connecting)."""
+        if not self.conn.poll(max(0.0, self.deadline - time.monotonic())):
             self.proc.kill()
-            raise ConfigError(f"--python {target}: the child did not start in time")
-        status = parent.recv()
+            raise ConfigError(f"--python {self.target}: the child did not start in time")
+        problem = self.check_ready()
+        if problem:
+            raise ConfigError(f"--python {self.target}: {problem}")
+
+    def check_ready(self) -> str:
+        """Read the child's ``ready`` (call when its pipe is readable); the error, or ""."""
+        try:
+            status = self.conn.recv()
+        except (EOFError, OSError):
+            status = ("error", "the Python evaluation process died while starting")
         if status[0] != "ready":
             self.proc.join(1)
-            raise ConfigError(f"--python {target}: {status[1]}")
-        self.conn: Connection = parent
+            return str(status[1])
+        self.ready = True
+        return ""
 
     def alive(self) -> bool:
         return bool(self.proc.is_alive())
@@ -114,18 +137,22 @@ class _Child:
 class PythonEvaluator:
     """Runs ``module:function`` in persistent child processes, one per busy slot.
 
-    The first child starts at once, so a bad target is reported before the worker
-    connects; more start when more evaluations run at the same time (``--slots``). A
-    killed evaluation's child is killed with it; a finished one's child is reused.
+    The first child starts at once and is waited for, so a bad target is reported before
+    the worker connects; the others for ``--slots`` start beside it in the background. A
+    killed evaluation's child is killed with it (its replacement starts without blocking
+    the agent); a finished one's child is reused.
     """
 
-    def __init__(self, target: str, start_timeout: float = 60.0) -> None:
+    def __init__(self, target: str, start_timeout: float = 60.0, slots: int = 1) -> None:
         if ":" not in target:
             raise ConfigError(f"--python needs module:function, got {target!r}")
         self.target = target
         self.start_timeout = start_timeout
         self._ctx = mp.get_context("spawn")
-        self._idle: list[_Child] = [self._spawn()]
+        first = self._spawn()
+        self._idle: list[_Child] = [self._spawn() for _ in range(slots - 1)]
+        first.wait_ready()
+        self._idle.append(first)
 
     def _spawn(self) -> _Child:
         return _Child(self._ctx, self.target, self.start_timeout)
@@ -135,10 +162,7 @@ class PythonEvaluator:
         while self._idle and child is None:
             c = self._idle.pop()
             child = c if c.alive() else None
-        if child is None:
-            child = self._spawn()
-        child.conn.send((eval_id, list(x)))
-        return _PythonRun(self, child)
+        return _PythonRun(self, child or self._spawn(), (eval_id, list(x)))
 
     def _release(self, child: _Child) -> None:
         self._idle.append(child)
@@ -150,15 +174,25 @@ class PythonEvaluator:
 
 
 class _PythonRun:
-    def __init__(self, ev: PythonEvaluator, child: _Child) -> None:
+    def __init__(self, ev: PythonEvaluator, child: _Child, job: tuple[int, list[float]]) -> None:
         self.ev = ev
         self.child = child
+        self.job: tuple[int, list[float]] | None = job
         self.done = False
+        if child.ready:
+            self._send_job()
+
+    def _send_job(self) -> None:
+        assert self.job is not None
+        self.child.conn.send(self.job)
+        self.job = None
 
     def fds(self) -> list[int]:
         return [] if self.done else [self.child.conn.fileno()]
 
     def poll(self, now: float) -> list[Output]:
+        if not self.done and not self.child.ready:
+            return self._poll_start()
         out: list[Output] = []
         conn = self.child.conn
         while not self.done:
@@ -178,6 +212,20 @@ class _PythonRun:
                 self.ev._release(self.child)
                 out.append(Done(True, payload) if kind == "value" else Done(False, error=payload))
         return out
+
+    def _poll_start(self) -> list[Output]:
+        if self.child.conn.poll():
+            problem = self.child.check_ready()
+            if not problem:
+                self._send_job()
+                return self.poll(time.monotonic())
+        elif time.monotonic() < self.child.deadline:
+            return []
+        else:
+            problem = "the Python evaluation process did not start in time"
+        self.done = True
+        self.child.kill()
+        return [Done(False, error=problem)]
 
     def kill(self, now: float, hard: bool = False) -> None:
         if not self.done:
@@ -397,13 +445,13 @@ def _with_tail(msg: str, tail: str) -> str:
 
 
 def make_evaluator(python: str | None, command: str | None,
-                   parser: str | None = None) -> Evaluator:
+                   parser: str | None = None, slots: int = 1) -> Evaluator:
     if (python is None) == (command is None):
         raise ConfigError("give exactly one of --python module:function or --command TEMPLATE")
     if python is not None:
         if parser is not None:
             raise ConfigError("--parser reads a program's output: it needs --command")
-        return PythonEvaluator(python)
+        return PythonEvaluator(python, slots=slots)
     assert command is not None
     return CommandEvaluator(command, parser=load_parser(parser) if parser else None)
 

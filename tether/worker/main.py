@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from tether import keys
 from tether.errors import ConfigError
 from tether.worker.agent import WorkerAgent, WorkerOptions
 from tether.worker.evaluators import make_evaluator
@@ -39,15 +40,18 @@ def in_batch_job() -> bool:
 
 
 def run_worker(a: argparse.Namespace) -> int:
+    if a.keys:
+        keys.load_client(a.keys)  # unusable keys: exit 2 now, not at the first connection
     walltime = a.walltime if a.walltime is not None else job_seconds_left()
     slots = parse_slots(a.slots)
     max_wait = a.max_wait if a.max_wait is not None else (
         BATCH_MAX_WAIT if in_batch_job() else None)
     if max_wait is not None and max_wait <= 0:
         max_wait = None  # --max-wait 0: wait forever
-    evaluator = make_evaluator(a.python, a.command, getattr(a, "parser", None))
+    evaluator = make_evaluator(a.python, a.command, getattr(a, "parser", None), slots)
     opts = WorkerOptions(connect=a.connect, address_file=a.address_file, name=a.name,
-                         walltime=walltime, drain=a.drain, slots=slots, max_wait=max_wait)
+                         walltime=walltime, drain=a.drain, slots=slots, max_wait=max_wait,
+                         keys=a.keys)
     agent = WorkerAgent(evaluator, opts)
     code = agent.run()
     print(f"tether worker {agent.name}: {agent.exit_reason}", file=sys.stderr, flush=True)
