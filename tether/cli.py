@@ -7,6 +7,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from tether import __version__
+from tether.cli_help import add_examples
 from tether.errors import ConfigError, LogError, TetherError
 
 
@@ -14,6 +16,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tether", description="Asynchronous black-box "
                                 "optimization: a controller daemon and worker agents.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more to stderr")
+    p.add_argument("--version", action="version", version=f"tether {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
     c = sub.add_parser("controller", help="run the controller daemon")
@@ -29,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
                    "dial (default: this host's name if it resolves beyond loopback, else an "
                    "interface address)")
     c.add_argument("--keys", metavar="DIR", help="CURVE keys: let in only workers in DIR/authorized")
+    c.add_argument("--detach", action="store_true", help="run in the background: return once "
+                   "it listens (output in LOG.out; needs --pidfile)")
+    c.add_argument("--pidfile", metavar="PATH", help="write the controller's pid here (removed "
+                   "when it exits); stop it with kill $(cat PATH)")
 
     w = sub.add_parser("worker", help="run a worker agent")
     where = w.add_mutually_exclusive_group(required=True)
@@ -101,9 +108,13 @@ def _dispatch(a: argparse.Namespace) -> int:
     if a.cmd == "controller":
         from tether.controller.daemon import ControllerArgs, run_controller
 
+        if a.detach:
+            from tether.controller.detach import detach
+
+            return detach(a.argv, a.config, a.log, a.address_file, a.pidfile)
         return run_controller(ControllerArgs(a.config, a.bind, a.log, a.resume, a.budget,
                                              a.strategy, a.warm_start, a.address_file,
-                                             a.advertise, a.keys))
+                                             a.advertise, a.keys), pidfile=a.pidfile)
     if a.cmd == "launch":
         return _launch(a)
     if a.cmd == "worker":
@@ -152,8 +163,12 @@ def _split_launch(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv, worker = _split_launch(list(sys.argv[1:] if argv is None else argv))
-    a = _parser().parse_args(argv)
-    a.worker = worker
+    parser = add_examples(_parser())
+    if not argv:  # a newcomer's first try: the overview with examples, not an error
+        parser.print_help(sys.stderr)
+        return 2
+    a = parser.parse_args(argv)
+    a.worker, a.argv = worker, argv
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:

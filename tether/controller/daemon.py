@@ -19,6 +19,7 @@ from typing import Any
 
 from tether import __version__, keys
 from tether.controller.core import ControllerCore
+from tether.controller.detach import hold_pidfile
 from tether.controller.progress import Progress
 from tether.controller.server import ControllerServer
 from tether.controller.settings import Config, RunSettings, load_config, parse_config
@@ -255,7 +256,12 @@ EXIT_RESUMABLE = 75
 EXIT_INTERRUPTED = 130
 
 
-def run_controller(args: ControllerArgs) -> int:
+def run_controller(args: ControllerArgs, pidfile: str | None = None) -> int:
+    with hold_pidfile(pidfile):  # from before the (slow) strategy import to the very end
+        return _run_controller(args)
+
+
+def _run_controller(args: ControllerArgs) -> int:
     check_advertise(args.advertise)
     config, head = build(args)
     if config.run.keys is not None:
@@ -265,7 +271,7 @@ def run_controller(args: ControllerArgs) -> int:
               "(raise --budget to extend it)", flush=True)
         return 0
     if args.config is None and head is None:
-        print("no config given: a 2-D unit box (x0, x1), strategy random, budget "
+        print(f"no config given: a 2-D unit box (x0, x1), strategy {config.strategy}, budget "
               f"{config.run.budget} (see docs/cli.md for a config file)", file=sys.stderr,
               flush=True)
     if config.strategy in ("async-bo", "batch-bo"):

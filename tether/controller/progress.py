@@ -34,12 +34,8 @@ class Progress:
         self._next = self._t0 + every
         self._fail_window_end = -math.inf
         self._fails_shown = self._fails_held = 0
-        self._bar: Any = None
-        if self.live and every > 0:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=budget, file=self.out, unit="eval", dynamic_ncols=True,
-                             desc="tether", leave=True)
+        self._bar: Any = None  # made at the first tick: after the startup lines, and from
+        # the counts a resumed run starts with (a bar drawn earlier mangles those lines)
 
     # ------------------------------------------------------------ the event stream
     def append(self, ev: Event) -> None:
@@ -77,6 +73,11 @@ class Progress:
         if self.every <= 0:
             return
         now = self.clock()
+        if self._bar is None and self.live:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=self.budget, initial=self.completed, file=self.out,
+                             unit="eval", dynamic_ncols=True, desc="tether", leave=True)
         if self._bar is not None:
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.refresh()
@@ -103,6 +104,7 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            self._bar.set_postfix_str(self._postfix(), refresh=False)  # the final counts
             self._bar.close()
             self._bar = None
 
