@@ -9,7 +9,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}
 case "${1:-}" in
     trieste) pkgs=("trieste>=4.0") ;;
-    optuna-gp) pkgs=("optuna>=4.0" "torch") ;;  # Optuna's GPSampler needs PyTorch
+X
     *) echo "usage: $0 trieste|optuna-gp" >&2; exit 2 ;;
 esac
 VENV="$ROOT/.venv-$1"
