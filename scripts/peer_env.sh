@@ -9,7 +9,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PYTHON:-python3}
 case "${1:-}" in
     trieste) pkgs=("trieste>=4.0") ;;
-X
+    # Optuna's GPSampler needs PyTorch: 2.13.0 is the CPU build this kind of machine keeps
+    # on disk (pip takes it from there); an unpinned torch pulls a CUDA build of several GB
+    optuna-gp) pkgs=("optuna>=4.0" "torch==2.13.0") ;;
     *) echo "usage: $0 trieste|optuna-gp" >&2; exit 2 ;;
 esac
 VENV="$ROOT/.venv-$1"
