@@ -4,6 +4,10 @@ Every reader of the log goes through :func:`parse_event` (the controller's repla
 ``tether log`` tools, warm starts), and the controller core writes nothing but these
 events, so the file and the live state cannot disagree on what an event means.
 
+Events are plain (not frozen) slotted dataclasses: a million of them are built on a
+``--resume``, and a frozen dataclass costs four times as much to build. Treat them as
+values all the same.
+
 The JSON layout is the public contract (docs/log-format.md): ``to_json`` of an event
 writes exactly the fields the contract lists for its kind, plus the optional ones
 documented as additions. Parsing is strict on the fields the contract requires and keeps
@@ -30,7 +34,7 @@ EVENT_KINDS: tuple[EventKind, ...] = (
 TERMINAL_KINDS = ("completed", "failed", "killed")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunStarted:
     t: float
     data: dict[str, Any] = field(default_factory=dict)  # space, strategy, run, host, ...
@@ -40,7 +44,7 @@ class RunStarted:
         return dict(self.data)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Proposed:
     t: float
     eval_id: int
@@ -55,7 +59,7 @@ class Proposed:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Started:
     t: float
     eval_id: int
@@ -72,7 +76,7 @@ class Started:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Partial:
     t: float
     eval_id: int
@@ -87,7 +91,7 @@ class Partial:
                 "value": self.value, "step": self.step}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Completed:
     t: float
     eval_id: int
@@ -99,7 +103,7 @@ class Completed:
         return {"eval_id": self.eval_id, "worker": self.worker, "value": self.value}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failed:
     t: float
     eval_id: int
@@ -111,7 +115,7 @@ class Failed:
         return {"eval_id": self.eval_id, "worker": self.worker, "error": self.error}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Killed:
     t: float
     eval_id: int
@@ -123,7 +127,7 @@ class Killed:
         return {"eval_id": self.eval_id, "worker": self.worker, "error": self.error}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Lost:
     t: float
     eval_id: int
@@ -137,7 +141,7 @@ class Lost:
                 "reason": self.reason}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Requeued:
     t: float
     eval_id: int
@@ -149,7 +153,7 @@ class Requeued:
         return {"eval_id": self.eval_id, "attempt": self.attempt, "reason": self.reason}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerJoined:
     t: float
     worker: str
@@ -164,7 +168,7 @@ class WorkerJoined:
         return out
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WorkerLeft:
     t: float
     worker: str
@@ -175,7 +179,7 @@ class WorkerLeft:
         return {"worker": self.worker, "reason": self.reason}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunFinished:
     t: float
     reason: str

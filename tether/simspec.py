@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from tether.errors import ConfigError, EvaluationError
+from tether.errors import ConfigError
 
 #: simulated seconds an evaluation of the point takes
 Duration = Callable[[np.ndarray], float]
@@ -88,29 +87,9 @@ def _checked(spec: str, fn: Callable[..., Any]) -> Duration:
     return duration
 
 
-def make_objective(target: str) -> Callable[[np.ndarray], Any]:
-    """The stand-in as the simulated controller wants it: ``f(x) -> value`` or
-    ``(value, partials)``. A function taking ``report`` (as on workers) has its reports
-    collected as partials; a non-finite value fails the evaluation, as on a worker."""
-    fn = load_function(target, "--python")
-    takes_report = _accepts_report(fn)
-
-    def objective(x: np.ndarray) -> Any:
-        partials: list[float] = []
-
-        def report(value: float, **info: Any) -> None:
-            partials.append(float(value))
-
-        value = float(fn(x, report=report) if takes_report else fn(x))
-        if not math.isfinite(value):
-            raise EvaluationError(f"objective returned a non-finite value: {value}")
-        return (value, partials) if partials else value
-
-    return objective
+def make_objective(target: str) -> Callable[..., Any]:
+    """The stand-in, called as a worker calls an objective (the simulated controller takes
+    care of ``report`` and of refusing what a worker would refuse)."""
+    return load_function(target, "--python")
 
 
-def _accepts_report(fn: Callable[..., Any]) -> bool:
-    try:
-        return "report" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False

@@ -34,16 +34,12 @@ import numpy as np
 from tether import __version__
 from tether.controller.settings import Config, load_config
 from tether.errors import ConfigError
-from tether.records import COMPLETED, FAILED, Proposal, Record, RunView, Terminate
 from tether.simspec import Duration, load_function, make_objective, parse_durations
 from tether.strategies import create
 from tether.strategies.base import Strategy
-from tether.strategies.compose import Wrapper
 
 #: regret thresholds of the table's two counts (issue 17): "found it" and "trapped"
 NEAR, FAR = 1e-3, 0.05
-#: a run ends after this many failed evaluations in a row (at least; the budget if larger)
-FAILURES_IN_A_ROW = 100
 
 
 @dataclass(frozen=True)
@@ -160,30 +156,6 @@ def new_strategy(config: Config, seed: int) -> Strategy:
         raise
 
 
-class GivesUp(Wrapper):
-    """Ends a run whose evaluations keep failing. The daemon re-proposes after failures
-    for as long as a person lets it run; a batch of simulations has no person watching,
-    and a stand-in that always raises would otherwise never finish."""
-
-    def __init__(self, inner: Strategy, limit: int) -> None:
-        super().__init__(inner)
-        self.ask_ahead = inner.ask_ahead  # the wrapper must not change how it is driven
-        self.limit = limit
-        self.in_a_row = 0
-
-    def on_event(self, kind: str, record: Record, view: RunView) -> None:
-        super().on_event(kind, record, view)
-        if kind == FAILED:
-            self.in_a_row += 1
-        elif kind == COMPLETED:
-            self.in_a_row = 0
-
-    def propose(self, view: RunView) -> Proposal | None:
-        if self.in_a_row >= self.limit:
-            return Terminate(f"{self.in_a_row} evaluations failed in a row")
-        return super().propose(view)
-
-
 def run_all(plan: Plan, seeds: Sequence[int], jobs: int,
             progress: Callable[[RunSummary], None] | None = None) -> list[RunSummary]:
     """Run every seed, in parallel processes when ``jobs`` > 1; results in seed order."""
@@ -217,8 +189,7 @@ def run_one(plan: Plan, seed: int) -> RunSummary:
             sys.path.insert(0, p)
     objective = make_objective(plan.objective)
     duration: Duration = parse_durations(plan.durations, seed)
-    limit = max(FAILURES_IN_A_ROW, plan.config.run.budget)
-    strategy = GivesUp(new_strategy(plan.config, seed), limit)
+    strategy = new_strategy(plan.config, seed)  # [run] max_failures ends hopeless runs
     sim = SimulatedController(plan.config.space, strategy, objective, workers=plan.workers,
                               settings=plan.config.run, duration=duration)
     result = sim.run()

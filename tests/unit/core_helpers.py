@@ -77,6 +77,7 @@ Made = tuple[ControllerCore, MemoryJournal, Clock]
 
 def make(budget: int = 5, strategy: Strategy | None = None, journal: MemoryJournal | None = None,
          clock: Clock | None = None, **settings: Any) -> Made:
+    settings.setdefault("prefetch", 0)  # one evaluation per slot, as the tests count them
     s = RunSettings(budget=budget, **settings)
     j = journal if journal is not None else MemoryJournal()
     c = clock or Clock()

@@ -27,7 +27,7 @@ def make(budget: int = 10, **run: Any) -> tuple[ControllerSession, MemoryJournal
     clock = Clock()
     journal = MemoryJournal()
     core = ControllerCore(SPACE, RandomSampling(SPACE, seed=1),
-                          RunSettings(budget=budget, **run), journal, clock)
+                          RunSettings(budget=budget, **{"prefetch": 0, **run}), journal, clock)
     core.start()
     return ControllerSession(core, "epoch1", SPACE.names), journal, clock
 

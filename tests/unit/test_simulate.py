@@ -265,6 +265,7 @@ def test_a_stand_in_that_always_fails_ends_each_run(tmp_path: Path,
     runs = json.loads(out.read_text())
     for r in runs:
         assert r["best_value"] is None and r["evaluations"] == 0
-        assert r["failed"] == 100 and r["finished"] == "100 evaluations failed in a row"
+        # [run] max_failures' default: 3 x 2 worker slots + 10 failures in a row
+        assert r["failed"] == 16 and r["finished"] == "too many failures"
         check_log(logs / f"seed-{r['seed']}.jsonl", completed=0)
     assert "runs with no completed evaluation: 2 of 2" in capsys.readouterr().out

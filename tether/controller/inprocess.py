@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -71,7 +71,9 @@ class InProcessController(ABC):
     def __init__(self, space: Space, strategy: Strategy, settings: RunSettings | None,
                  clock: Callable[[], float], workers: int) -> None:
         self.journal = MemoryJournal()
-        self.settings = settings or RunSettings()
+        # no round trip to hide in-process, and a simulated worker runs one evaluation per
+        # slot: prefetched ones would otherwise run side by side
+        self.settings = replace(settings or RunSettings(), prefetch=0)
         self.n_workers = workers
         self.core = ControllerCore(space, strategy, self.settings, self.journal, clock,
                                    {"strategy": {"name": strategy.name},

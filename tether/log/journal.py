@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from tether.errors import LogError
-from tether.events import Event, parse_event, to_json_obj
+from tether.events import Event, to_json_obj
 
 
 def _clean(value: Any) -> Any:
@@ -117,9 +117,11 @@ def iter_raw(path: str | Path) -> Iterator[dict[str, Any]]:
 
 
 def iter_events(path: str | Path) -> Iterator[Event]:
-    """The typed events of a log, streamed and validated (see tether.events)."""
-    for obj in iter_raw(path):
-        yield parse_event(obj, f"{path}:{obj.pop('_line')}")
+    """The typed events of a log, streamed and validated (see tether.events); the one
+    reader that ``--resume`` and ``tether log`` share (tether/log/read.py)."""
+    from tether.log.read import stream_events
+
+    return stream_events(path)
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:
