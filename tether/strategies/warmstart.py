@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from tether.errors import ConfigError, LogError
-from tether.log.journal import read_events
+from tether.events import Completed, Event, Partial, Proposed, RunStarted, parse_event
+from tether.log.journal import iter_events
 from tether.records import Record, Status
 from tether.space import Space
 from tether.strategies.base import Strategy
@@ -25,31 +26,27 @@ from tether.strategies.base import Strategy
 WARM_TAG = "warm-start"
 
 
-def prior_records(events: Iterable[dict[str, Any]], space: Space) -> list[Record]:
+def prior_records(events: Iterable[Event | dict[str, Any]], space: Space) -> list[Record]:
     """Completed evaluations of a log's events, mapped onto ``space`` (see module doc)."""
     order: list[int] | None = None
-    points: dict[int, list[float]] = {}
+    points: dict[int, tuple[float, ...]] = {}
     partials: dict[int, list[float]] = {}
     out: list[Record] = []
-    for ev in events:
-        kind = ev.get("event")
-        if kind == "run_started":
-            order = _column_order(ev.get("space"), space)
-        elif kind == "proposed" and "eval_id" in ev:
-            points[int(ev["eval_id"])] = [float(v) for v in ev.get("x", [])]
-        elif kind == "partial" and ev.get("value") is not None:
-            partials.setdefault(int(ev["eval_id"]), []).append(float(ev["value"]))
-        elif kind == "completed" and ev.get("value") is not None:
-            eid = int(ev["eval_id"])
-            raw = points.get(eid)
-            value = float(ev["value"])
-            if raw is None or not math.isfinite(value):
-                continue
-            x = _reorder(raw, order, space)
+    for n, raw in enumerate(events):
+        ev = parse_event(raw, f"event {n}") if isinstance(raw, dict) else raw
+        if isinstance(ev, RunStarted):
+            order = _column_order(ev.data.get("space"), space)
+        elif isinstance(ev, Proposed):
+            points[ev.eval_id] = ev.x
+        elif isinstance(ev, Partial):
+            partials.setdefault(ev.eval_id, []).append(ev.value)
+        elif isinstance(ev, Completed) and math.isfinite(ev.value):
+            raw_x = points.get(ev.eval_id)
+            x = None if raw_x is None else _reorder(list(raw_x), order, space)
             if x is not None and space.contains(x):
-                out.append(Record(eid, x, Status.COMPLETED, value=value, tag=WARM_TAG,
-                                  partials=tuple(partials.get(eid, ())),
-                                  t_finished=float(ev.get("t", math.nan))))
+                out.append(Record(ev.eval_id, x, Status.COMPLETED, value=ev.value, tag=WARM_TAG,
+                                  partials=tuple(partials.get(ev.eval_id, ())),
+                                  t_finished=ev.t))
     return out
 
 
@@ -75,10 +72,9 @@ def _reorder(raw: list[float], order: list[int] | None, space: Space) -> tuple[f
 def load_prior(path: str | Path, space: Space) -> list[Record]:
     """Read a JSONL log (a torn last line is ignored) and return its prior records."""
     try:
-        events = read_events(path)
+        return prior_records(iter_events(path), space)
     except LogError as exc:
         raise ConfigError(f"warm start: {exc}") from None
-    return prior_records(events, space)
 
 
 def apply_warm_start(strategy: Strategy, path: str | Path, space: Space) -> int:
