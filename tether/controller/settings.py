@@ -33,8 +33,8 @@ class RunSettings:
     patience: int | None = None
     grace: float | None = None  # wait after --resume for in-flight evals; default: liveness window
     max_failures: int | None = None  # consecutive failures that end the run; None: 3 x slots + 10
-    max_unproven: int = 1024  # connected workers that never answered an evaluate
-    hello_rate: float = 1000.0  # new worker identities admitted per second (burst as much)
+    max_unproven: int = 16384  # connected workers that never answered an evaluate
+    hello_rate: float = 2000.0  # new worker identities admitted per second (burst as much)
     progress: float = 30.0  # seconds between plain progress lines off a terminal; 0: quiet
     prefetch: int | None = None  # evaluations queued at a worker beyond its slots; None: strategy's
     fsync: bool = False  # fsync the log at every flush: survives a power loss, costs throughput
