@@ -239,7 +239,7 @@ def steady_rate(done: list[float], ready: float) -> tuple[float, float, int]:
     while k < n and done[k - 1] < ready:
         k += 1
     span = done[-1] - done[k - 1]
-    return ((n - k) / span if span > 0 else math.inf), span, n - k
+    return ((n - k) / span if span > 0 else math.nan), span, n - k
 
 
 def rate_from_log(path: Path) -> dict[str, Any]:
@@ -251,6 +251,8 @@ def rate_from_log(path: Path) -> dict[str, Any]:
     if n < 10 or not started:
         raise BenchError(f"{path}: only {n} completed evaluations, too few to measure a rate")
     rate, span, counted = steady_rate(done, max(joined, default=0.0))
+    if counted == 0:
+        raise BenchError(f"{path}: no completion after all workers joined; raise --seconds")
     full_span = done[-1] - min(started)
     if counted < 0.3 * n:
         print(f"  warning: only {counted} of {n} completions after all workers joined "
@@ -470,6 +472,9 @@ def poap_server(a: argparse.Namespace) -> int:
     def on_feval(rec: Any) -> None:
         rec.add_callback(on_update)
 
+    # socketserver listens with a backlog of 5: 64 workers connecting at once would be
+    # refused and retry a second later, so the backlog is raised (a configuration change)
+    ThreadedTCPServer.request_queue_size = max(128, a.clients)
     server = ThreadedTCPServer(("127.0.0.1", 0), FixedSampleStrategy(points))
     server.daemon_threads = True
     server.controller.add_feval_callback(on_feval)
@@ -545,15 +550,18 @@ def run_poap(py: str, n: int, budget: int, work: Path, tag: str, timeout: float)
         code = wait_for(srv, t0 + timeout, f"POAP server ({tag})", d / "server.out")
         if code != 0:
             raise BenchError(f"POAP server ({tag}) exited {code}:\n{tail(d / 'server.out')}")
-        for c in clients:  # POAP's workers exit on 'terminate'; a straggler is killed below
+        end = time.monotonic() + 10
+        for c in clients:  # POAP's workers exit on 'terminate'; stragglers are killed below
             with contextlib.suppress(subprocess.TimeoutExpired):
-                c.wait(timeout=10)
+                c.wait(timeout=max(0.1, end - time.monotonic()))
     finally:
         for p in procs:
             kill_group(p)
     r = json.loads((d / "server.out").read_text().strip().splitlines()[-1])
     if r["completed"] != budget:
         raise BenchError(f"POAP ({tag}) completed {r['completed']} of {budget}")
+    if not r["counted"]:
+        raise BenchError(f"POAP ({tag}): only {r['workers_seen']} of {n} workers connected before the end")
     r.update({"workers": n, "budget": budget})
     return r
 
