@@ -217,7 +217,8 @@ class Simulator:
         self.n_held = 0
 
     def progress(self, event: str = "progress") -> None:
-        line = {"ev": event, "welcomed": self.n_welcomed, "held": self.n_held, "t_begin": self.t_begin,
+        line = {"ev": event, "t": time.time(), "welcomed": self.n_welcomed, "held": self.n_held,
+                "t_begin": self.t_begin,
                 "t_all_welcomed": self.t_all_welcomed, "t_all_held": self.t_all_held,
                 "counts": dict(self.counts)}
         sys.stdout.write(json.dumps(line) + "\n")
@@ -227,8 +228,8 @@ class Simulator:
         cmd = line.strip()
         if cmd == "instant":
             self.go_instant()
-        elif cmd == "report":
-            self.progress("report")
+        elif cmd in ("report", "mark"):
+            self.progress(cmd)
         elif cmd in ("stop", ""):  # "" is EOF: the parent went away
             self.stopping = True
 
@@ -355,6 +356,18 @@ class Sims:
                 if p.poll() is not None:
                     raise BenchError(f"a simulator process exited (code {p.returncode})")
 
+    def mark(self, timeout: float = 30.0) -> dict[int, dict[str, Any]]:
+        """Ask every simulator for its counts now; wait for the answers."""
+        for k in self.last:
+            self.last[k] = {**self.last[k], "ev": "stale"}
+        self.tell("mark")
+        end = time.monotonic() + timeout
+        while not all(self.last.get(k, {}).get("ev") == "mark" for k in range(len(self.procs))):
+            if time.monotonic() > end:
+                raise BenchError("simulators did not answer 'mark'")
+            self.pump(0.05)
+        return {k: dict(v) for k, v in self.last.items()}
+
     def total(self, key: str) -> int:
         return sum(int(s.get(key, 0)) for s in self.last.values())
 
@@ -400,7 +413,84 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str) -> dict[str, Any]:
+def proc_sched(pid: int) -> tuple[float, float]:
+    """(CPU seconds of all threads, seconds the main thread was runnable but not running).
+
+    The second is from ``/proc/PID/schedstat``: on a shared machine it tells a controller
+    that is slow because it waits for a core from one that is slow on its own.
+    """
+    with open(f"/proc/{pid}/schedstat", encoding="ascii") as fh:
+        wait = int(fh.read().split()[1]) / 1e9
+    return proc_cpu(pid), wait
+
+
+def stub_role(a: argparse.Namespace) -> int:
+    """A minimal controller: the simulator's bound (no log, no records, no strategy).
+
+    It welcomes every ``hello`` and sends it one ``evaluate`` per slot, answers every
+    ``result`` with an ``ack`` and a new ``evaluate``, and heartbeats peers it has not
+    sent anything to for a heartbeat interval, as tether does.
+    """
+    import msgpack
+    import zmq
+
+    raise_nofile()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.SNDHWM, 100_000)
+    sock.setsockopt(zmq.RCVHWM, 100_000)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    tmp = Path(a.address_file + ".tmp")
+    tmp.write_text(f"tcp://127.0.0.1:{port}\n")
+    tmp.replace(a.address_file)
+    packb, unpackb = msgpack.packb, msgpack.unpackb
+    hb = a.heartbeat
+    welcome = packb({"v": 1, "t": "welcome", "epoch": "stub", "heartbeat": hb, "liveness": a.liveness,
+                     "names": ["x0", "x1"]})
+    heartbeat = packb({"v": 1, "t": "heartbeat"})
+    last_tx: dict[bytes, float] = {}
+    eid = 0
+    next_sweep = time.monotonic() + hb / 4
+    send = sock.send_multipart
+
+    def evaluate(rid: bytes) -> None:
+        nonlocal eid
+        send([rid, packb({"v": 1, "t": "evaluate", "eval_id": eid, "attempt": 0, "x": [0.5, 0.5],
+                          "timeout": 600.0})])
+        eid += 1
+
+    while True:
+        if sock.poll(int(hb * 250)):
+            for _ in range(1000):
+                try:
+                    rid, frame = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                msg = unpackb(frame)
+                kind = msg.get("t")
+                now = time.monotonic()
+                if kind == "hello":
+                    send([rid, welcome])
+                    for _ in range(int(msg.get("slots", 1))):
+                        evaluate(rid)
+                    last_tx[rid] = now
+                elif kind == "result":
+                    send([rid, packb({"v": 1, "t": "ack", "eval_id": msg["eval_id"],
+                                      "attempt": msg["attempt"]})])
+                    evaluate(rid)
+                    last_tx[rid] = now
+        now = time.monotonic()
+        if now >= next_sweep:
+            next_sweep = now + hb / 4
+            for rid, t in last_tx.items():
+                if now - t >= hb:
+                    send([rid, heartbeat])
+                    last_tx[rid] = now
+
+
+def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str,
+             stub: bool = False) -> dict[str, Any]:
+    """One controller (tether's, or the stub) against ``n`` simulated workers of ``slots``."""
     d = work / tag
     d.mkdir(parents=True)
     log = d / "run.jsonl"
@@ -408,12 +498,18 @@ def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str) ->
     cfg = d / "config.toml"
     cfg.write_text(CONFIG.format(log=log, heartbeat=a.heartbeat, liveness=a.liveness))
     py = sys.executable
+    me = [py, str(Path(__file__).resolve())]
     nsim = max(1, min(a.sim_procs, n))
-    res: dict[str, Any] = {"workers": n, "slots": slots, "sim_procs": nsim, "tag": tag}
+    res: dict[str, Any] = {"workers": n, "slots": slots, "sim_procs": nsim, "tag": tag, "stub": stub}
     procs: list[subprocess.Popen[bytes]] = []
+    t_a = t_b = math.nan
     try:
-        ctl = spawn([py, "-m", "tether", "controller", str(cfg), "--address-file", str(addr)],
-                    d / "controller.out")
+        if stub:
+            cmd = me + ["--_role", "stub", "--_address-file", str(addr), "--heartbeat", str(a.heartbeat),
+                        "--liveness", str(a.liveness)]
+        else:
+            cmd = [py, "-m", "tether", "controller", str(cfg), "--address-file", str(addr)]
+        ctl = spawn(cmd, d / "controller.out")
         procs.append(ctl)
         deadline = time.monotonic() + 120
         while not addr.exists():
@@ -421,79 +517,90 @@ def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str) ->
                 raise BenchError(f"controller did not start:\n{(d / 'controller.out').read_text()[-2000:]}")
             time.sleep(0.02)
         endpoint = addr.read_text().strip()
-        me = [py, str(Path(__file__).resolve()), "--_role", "sim", "--_endpoint", endpoint,
-              "--_slots", str(slots)]
+        sim = me + ["--_role", "sim", "--_endpoint", endpoint, "--_slots", str(slots)]
         share = [n // nsim + (1 if k < n % nsim else 0) for k in range(nsim)]
         first = 0
         for k in range(nsim):
-            procs.append(spawn(me + ["--_prefix", "s", "--_first", str(first), "--_count", str(share[k])],
+            procs.append(spawn(sim + ["--_prefix", "s", "--_first", str(first), "--_count", str(share[k])],
                                d / f"sim{k}.err", pipes=True))
             first += share[k]
         sims = Sims(procs[1:])
 
-        # 1. connect
+        # 1. connect: all at once
         t0 = time.monotonic()
-        while sims.total("welcomed") < n:
+        while sims.total("welcomed") < n and time.monotonic() - t0 < a.connect_timeout:
             sims.pump(0.2)
-            if time.monotonic() - t0 > a.phase_timeout:
-                raise BenchError(f"{tag}: only {sims.total('welcomed')} of {n} welcomed after "
-                                 f"{a.phase_timeout:.0f} s")
         st = list(sims.last.values())
-        res["connect_s"] = max(s["t_all_welcomed"] for s in st) - min(s["t_begin"] for s in st)
-        print(f"  {tag}: {n} connected in {res['connect_s']:.2f} s", file=sys.stderr)
+        res["connected"] = sims.total("welcomed")
+        res["connect_s"] = (max(s["t_all_welcomed"] for s in st) - min(s["t_begin"] for s in st)
+                            if res["connected"] >= n else None)
+        print(f"  {tag}: {res['connected']:,} of {n:,} welcomed"
+              + (f" in {res['connect_s']:.2f} s" if res["connect_s"] is not None
+                 else f" after {a.connect_timeout:.0f} s (not all)"), file=sys.stderr)
 
         # 2. hold: every slot holds an evaluation; only heartbeats flow
         want = n * slots
         t1 = time.monotonic()
-        while sims.total("held") < want and time.monotonic() - t1 < a.phase_timeout:
+        while sims.total("held") < want and time.monotonic() - t1 < a.fill_timeout:
             sims.pump(0.2)
         held = sims.total("held")
         res["held"] = held
         res["all_held"] = held >= want
         st = list(sims.last.values())
-        if held >= want:
-            res["fill_s"] = max(s["t_all_held"] for s in st) - min(s["t_all_welcomed"] for s in st)
+        res["fill_s"] = (max(s["t_all_held"] for s in st) - min(s["t_begin"] for s in st)
+                         if held >= want else None)
         sims.pump(0.5)
-        c0, s0, w0 = proc_cpu(ctl.pid), sims.cpu(), time.monotonic()
+        (c0, q0), s0, w0 = proc_sched(ctl.pid), sims.cpu(), time.monotonic()
         sims.pump(a.hold_seconds)
-        c1, s1, w1 = proc_cpu(ctl.pid), sims.cpu(), time.monotonic()
+        (c1, q1), s1, w1 = proc_sched(ctl.pid), sims.cpu(), time.monotonic()
         res["hold_ctl_cpu"] = (c1 - c0) / (w1 - w0)
+        res["hold_ctl_wait"] = (q1 - q0) / (w1 - w0)
         res["hold_sim_cpu"] = (s1 - s0) / (w1 - w0)
         print(f"  {tag}: {held:,} of {want:,} slots hold work; controller CPU "
-              f"{res['hold_ctl_cpu']:.0%} of a core (simulators {res['hold_sim_cpu']:.0%})", file=sys.stderr)
+              f"{res['hold_ctl_cpu']:.0%} of a core, waiting for a CPU {res['hold_ctl_wait']:.0%} "
+              f"(simulators {res['hold_sim_cpu']:.0%})", file=sys.stderr)
 
         # 3. instant: answer everything at once
         sims.tell("instant")
         sims.pump(1.0)
-        c0, s0, w0 = proc_cpu(ctl.pid), sims.cpu(), time.monotonic()
+        m0 = sims.mark()
+        (c0, q0), s0, w0 = proc_sched(ctl.pid), sims.cpu(), time.monotonic()
         t_a = time.time()
         sims.pump(a.seconds)
         t_b = time.time()
-        c1, s1, w1 = proc_cpu(ctl.pid), sims.cpu(), time.monotonic()
+        (c1, q1), s1, w1 = proc_sched(ctl.pid), sims.cpu(), time.monotonic()
+        m1 = sims.mark()
         res["instant_ctl_cpu"] = (c1 - c0) / (w1 - w0)
+        res["instant_ctl_wait"] = (q1 - q0) / (w1 - w0)
         res["instant_sim_cpu"] = (s1 - s0) / (w1 - w0)
+        res["sim_rate"] = sum((m1[k]["counts"].get("tx_result", 0) - m0[k]["counts"].get("tx_result", 0))
+                              / (m1[k]["t"] - m0[k]["t"]) for k in m0)
 
         # 4. report, stop
-        sims.tell("report")
-        sims.pump(1.0)
         counts: collections.Counter[str] = collections.Counter()
-        for s in sims.last.values():
+        for s in m1.values():
             counts.update(s.get("counts", {}))
         res["sim_counts"] = dict(counts)
         sims.tell("stop")
     finally:
         for p in procs:
             kill_group(p)
-    events = read_log(log)
-    done = [e["t"] for e in events if e.get("event") == "completed" and t_a <= e["t"] < t_b]
-    res["rate"] = len(done) / (t_b - t_a)
-    res["lost"] = sum(1 for e in events if e.get("event") == "lost")
-    res["left_lost"] = sum(1 for e in events if e.get("event") == "worker_left" and e.get("reason") == "lost")
-    res["joined"] = sum(1 for e in events if e.get("event") == "worker_joined")
-    res["events"] = len(events)
-    print(f"  {tag}: {res['rate']:,.0f} evals/s instant (controller CPU {res['instant_ctl_cpu']:.0%}, "
-          f"simulators {res['instant_sim_cpu']:.0%}); lost {res['lost']}, workers left as lost "
-          f"{res['left_lost']}, rehello {counts.get('rx_rehello', 0)}", file=sys.stderr)
+    if stub:
+        res["rate"] = res["sim_rate"]
+        res["lost"] = res["left_lost"] = None
+    else:
+        events = read_log(log)
+        done = [e["t"] for e in events if e.get("event") == "completed" and t_a <= e["t"] < t_b]
+        res["rate"] = len(done) / (t_b - t_a)
+        res["lost"] = sum(1 for e in events if e.get("event") == "lost")
+        res["left_lost"] = sum(1 for e in events
+                               if e.get("event") == "worker_left" and e.get("reason") == "lost")
+        res["joined"] = sum(1 for e in events if e.get("event") == "worker_joined")
+        res["events"] = len(events)
+    print(f"  {tag}: {res['rate']:,.0f} evals/s instant (simulators count {res['sim_rate']:,.0f}/s; "
+          f"controller CPU {res['instant_ctl_cpu']:.0%}, waiting {res['instant_ctl_wait']:.0%}, "
+          f"simulators {res['instant_sim_cpu']:.0%}); workers lost {res['left_lost']}, lost events "
+          f"{res['lost']}, rehello {counts.get('rx_rehello', 0)}", file=sys.stderr)
     return res
 
 
@@ -505,31 +612,45 @@ def has_slots_option(py: str) -> bool:
 
 # --------------------------------------------------------------------------- report
 
-def summ(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+def summ(values: list[float | None]) -> dict[str, float] | None:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals)}
+
+
+def fmt(v: dict[str, float] | None, pct: bool = False) -> str:
+    if v is None:
+        return "—"
+    if pct:
+        return f"{v['median']:.0%} ({v['min']:.0%}–{v['max']:.0%})"
+    if v["median"] < 100:
+        return f"{v['median']:,.1f} ({v['min']:,.1f}–{v['max']:,.1f})"
+    return f"{v['median']:,.0f} ({v['min']:,.0f}–{v['max']:,.0f})"
 
 
 def table(res: dict[str, Any]) -> str:
-    rows = ["| scenario | connect all, s | controller CPU, all holding work | simulators' CPU | "
-            "dispatch, evals/s (instant) | vs 16 workers | controller CPU (instant) | "
-            "false lost: workers / evaluations |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| scenario | connected, s (all at once) | controller CPU, all holding work "
+            "(median wait for a core) | simulators' CPU | dispatch, evals/s (instant) | vs 16 workers | "
+            "controller CPU, instant (wait) | simulators' CPU, instant | false lost: workers / "
+            "evaluations |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = res["summary"].get("16", {}).get("rate")
     for key, s in res["summary"].items():
         if s.get("skipped"):
-            rows.append(f"| {s['label']} | n/a ({s['skipped']}) | | | | | | |")
+            rows.append(f"| {s['label']} | n/a ({s['skipped']}) | | | | | | | |")
             continue
-
-        def c(k: str, pct: bool = False, s: dict[str, Any] = s) -> str:
-            v = s[k]
-            if pct:
-                return f"{v['median']:.0%} ({v['min']:.0%}–{v['max']:.0%})"
-            return f"{v['median']:,.1f} ({v['min']:,.1f}–{v['max']:,.1f})" if v["median"] < 100 else \
-                f"{v['median']:,.0f} ({v['min']:,.0f}–{v['max']:,.0f})"
         ratio = f"{s['rate']['median'] / base['median']:.2f}x" if base and key != "16" else "—"
-        rows.append(f"| {s['label']} | {c('connect_s')} | {c('hold_ctl_cpu', True)} | "
-                    f"{c('hold_sim_cpu', True)} | {c('rate')} | {ratio} | {c('instant_ctl_cpu', True)} | "
-                    f"{s['lost_workers']} / {s['lost_events']} |")
+        connect = fmt(s["connect_s"])
+        if s["not_connected"]:
+            connect += f"; {s['not_connected']} of {s['n']} runs: not all ({s['connected_min']:,} at least)"
+        lost = "— (stub)" if s["stub"] else f"{s['lost_workers']} / {s['lost_events']}"
+        hw = s["hold_ctl_wait"]["median"] if s["hold_ctl_wait"] else math.nan
+        iw = s["instant_ctl_wait"]["median"] if s["instant_ctl_wait"] else math.nan
+        rows.append(f"| {s['label']} | {connect} | {fmt(s['hold_ctl_cpu'], True)} (waits {hw:.0%}) | "
+                    f"{fmt(s['hold_sim_cpu'], True)} | {fmt(s['rate'])} | {ratio} | "
+                    f"{fmt(s['instant_ctl_cpu'], True)} (waits {iw:.0%}) | "
+                    f"{fmt(s['instant_sim_cpu'], True)} | {lost} |")
     return "\n".join(rows)
 
 
@@ -542,20 +663,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--agent-slots", type=int, default=100)
     ap.add_argument("--force-slots", action="store_true",
                     help="run the slots scenario even if tether worker has no --slots")
+    ap.add_argument("--stub-workers", type=int, nargs="*", default=[1000, 10000], metavar="N",
+                    help="also run these counts against a minimal stub controller: the simulator's bound")
     ap.add_argument("--sim-procs", type=int, default=4, help="simulator processes (default 4)")
     ap.add_argument("--heartbeat", type=float, default=1.0)
     ap.add_argument("--liveness", type=int, default=3)
     ap.add_argument("--hold-seconds", type=float, default=10.0)
     ap.add_argument("--seconds", type=float, default=10.0, help="instant-phase measurement (default 10)")
-    ap.add_argument("--phase-timeout", type=float, default=180.0)
+    ap.add_argument("--connect-timeout", type=float, default=120.0,
+                    help="give up waiting for every welcome after this long, and carry on")
+    ap.add_argument("--fill-timeout", type=float, default=60.0,
+                    help="give up waiting for every slot to hold work after this long, and carry on")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: --workers 16 200 --agents 4 --agent-slots 10 --force-slots "
-                         "--hold-seconds 2 --seconds 2 --repeats 1")
+                         "--stub-workers 200 --hold-seconds 2 --seconds 2 --repeats 1")
     ap.add_argument("--json", metavar="OUT")
     ap.add_argument("--keep", metavar="DIR")
-    ap.add_argument("--_role", choices=["sim"], help=argparse.SUPPRESS)
+    ap.add_argument("--_role", choices=["sim", "stub"], help=argparse.SUPPRESS)
     ap.add_argument("--_endpoint", dest="endpoint", help=argparse.SUPPRESS)
+    ap.add_argument("--_address-file", dest="address_file", help=argparse.SUPPRESS)
     ap.add_argument("--_prefix", dest="prefix", default="s", help=argparse.SUPPRESS)
     ap.add_argument("--_first", dest="first", type=int, default=0, help=argparse.SUPPRESS)
     ap.add_argument("--_count", dest="count", type=int, default=0, help=argparse.SUPPRESS)
@@ -563,22 +690,27 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a._role == "sim":
         return sim_role(a)
+    if a._role == "stub":
+        return stub_role(a)
     if a.quick:
         a.workers, a.agents, a.agent_slots, a.force_slots = [16, 200], 4, 10, True
-        a.hold_seconds, a.seconds, a.repeats = 2.0, 2.0, 1
+        a.stub_workers, a.hold_seconds, a.seconds, a.repeats = [200], 2.0, 2.0, 1
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     soft, hard = raise_nofile()
     import zmq
 
     slots_ok = has_slots_option(sys.executable)
-    scenarios: list[tuple[str, int, int, str]] = [(str(n), n, 1, f"{n:,} workers") for n in a.workers]
-    if "16" not in [k for k, *_ in scenarios]:
-        scenarios.insert(0, ("16", 16, 1, "16 workers"))
-    slots_key = f"{a.agents}x{a.agent_slots}"
+    # (key, workers, slots, label, stub)
+    scenarios: list[tuple[str, int, int, str, bool]] = [
+        (str(n), n, 1, f"{n:,} workers", False) for n in a.workers]
+    if "16" not in [sc[0] for sc in scenarios]:
+        scenarios.insert(0, ("16", 16, 1, "16 workers", False))
     if a.agents > 0:
-        scenarios.append((slots_key, a.agents, a.agent_slots,
-                          f"{a.agents:,} agents x {a.agent_slots} slots"))
+        scenarios.append((f"{a.agents}x{a.agent_slots}", a.agents, a.agent_slots,
+                          f"{a.agents:,} agents x {a.agent_slots} slots", False))
+    scenarios += [(f"stub{n}", n, 1, f"{n:,} workers, stub controller (simulator bound)", True)
+                  for n in a.stub_workers]
     res: dict[str, Any] = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "nproc": os.cpu_count(), "loadavg_start": os.getloadavg(), "python": platform.python_version(),
@@ -586,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         "nofile": [soft, hard], "somaxconn": Path("/proc/sys/net/core/somaxconn").read_text().strip(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "heartbeat": a.heartbeat,
         "liveness": a.liveness, "sim_procs": a.sim_procs, "slots_option": slots_ok,
-        "runs": {k: [] for k, *_ in scenarios}, "summary": {},
+        "runs": {sc[0]: [] for sc in scenarios}, "summary": {},
     }
     print(f"# scale_workers — {res['date']}, nproc {res['nproc']}, nofile {soft}/{hard}, "
           f"worker --slots: {'yes' if slots_ok else 'no'}", file=sys.stderr)
@@ -595,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     ok = False
     try:
         for rep in range(a.repeats):
-            for key, n, slots, label in scenarios:
+            for key, n, slots, label, stub in scenarios:
                 if slots > 1 and not (slots_ok or a.force_slots):
                     continue
                 per_sim = math.ceil(n / max(1, min(a.sim_procs, n)))
@@ -603,18 +735,20 @@ def main(argv: list[str] | None = None) -> int:
                     raise BenchError(f"{label}: needs about {max(n, 2 * per_sim) + 64} file descriptors "
                                      f"per process, the limit is {soft} (raise ulimit -n)")
                 print(f"rep {rep + 1}/{a.repeats}: {label}", file=sys.stderr)
-                res["runs"][key].append(scenario(a, n, slots, work, f"{key}-r{rep}"))
-        for key, _n, _slots, label in scenarios:
+                res["runs"][key].append(scenario(a, n, slots, work, f"{key}-r{rep}", stub))
+        for key, n, _slots, label, stub in scenarios:
             rs = res["runs"][key]
             if not rs:
                 res["summary"][key] = {"label": label, "skipped": "tether worker has no --slots"}
                 continue
-            s: dict[str, Any] = {"label": label}
-            for k in ("connect_s", "hold_ctl_cpu", "hold_sim_cpu", "rate", "instant_ctl_cpu",
-                      "instant_sim_cpu"):
+            s: dict[str, Any] = {"label": label, "stub": stub, "n": len(rs)}
+            for k in ("connect_s", "hold_ctl_cpu", "hold_ctl_wait", "hold_sim_cpu", "rate", "sim_rate",
+                      "instant_ctl_cpu", "instant_ctl_wait", "instant_sim_cpu"):
                 s[k] = summ([r[k] for r in rs])
-            s["lost_workers"] = sum(r["left_lost"] for r in rs)
-            s["lost_events"] = sum(r["lost"] for r in rs)
+            s["not_connected"] = sum(1 for r in rs if r["connected"] < n)
+            s["connected_min"] = min(r["connected"] for r in rs)
+            s["lost_workers"] = sum(r["left_lost"] or 0 for r in rs)
+            s["lost_events"] = sum(r["lost"] or 0 for r in rs)
             s["all_held"] = all(r["all_held"] for r in rs)
             res["summary"][key] = s
         res["loadavg_end"] = os.getloadavg()
