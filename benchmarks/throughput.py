@@ -580,16 +580,30 @@ def cell(s: dict[str, float] | None) -> str:
     return f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})" if s else "—"
 
 
-def ratio(a: dict[str, float] | None, b: dict[str, float] | None, pct: bool) -> str:
+def ratio(a: dict[str, float] | None, b: dict[str, float] | None, pct: bool,
+          pairs: list[float] | None = None) -> str:
+    """Ratio of the medians; with ``pairs`` (the ratios within each repeat), their range."""
     if not a or not b or not b["median"]:
         return "—"
     r = a["median"] / b["median"]
-    return f"{r:.1%}" if pct else f"{r:.2f}x"
+
+    def f(x: float) -> str:
+        return f"{x:.1%}" if pct else f"{x:.2f}x"
+    if pairs and len(pairs) > 1:
+        return f"{f(r)} ({f(min(pairs))}–{f(max(pairs))})"
+    return f(r)
+
+
+def paired(results: dict[str, Any], key: str, base: str, kind: str) -> list[float]:
+    """tether / ``kind`` within each repeat (the two ran minutes apart at most)."""
+    t = [r["rate"] for r in results["tether"].get(key, [])]
+    b = [r["rate"] for r in results[kind].get(base, [])]
+    return [x / y for x, y in zip(t, b) if y]
 
 
 def table(results: dict[str, Any]) -> str:
-    rows = ["| configuration | tether evals/s | raw evals/s | POAP evals/s | tether / raw | "
-            "tether / POAP |", "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| configuration | tether evals/s | raw evals/s | POAP evals/s | tether / raw "
+            "(range over repeats) | tether / POAP (range) |", "|---|---:|---:|---:|---:|---:|"]
     for key in results["configs"]:
         s = results["summary"][key]
         base = s.get("baseline_of", key)
@@ -600,7 +614,8 @@ def table(results: dict[str, Any]) -> str:
             rows.append(f"| {label} | n/a ({s.get('why', '')}) | — | — | — | — |")
             continue
         rows.append(f"| {label} | {cell(s['tether'])} | {cell(raw)} | {cell(poap)} | "
-                    f"{ratio(s['tether'], raw, True)} | {ratio(s['tether'], poap, False)} |")
+                    f"{ratio(s['tether'], raw, True, paired(results, key, base, 'raw'))} | "
+                    f"{ratio(s['tether'], poap, False, paired(results, key, base, 'poap'))} |")
     return "\n".join(rows)
 
 
@@ -628,6 +643,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--py-spy", metavar="OUT.raw",
                     help="run the controller under py-spy record (collapsed stacks; pip install py-spy)")
     ap.add_argument("--timeout", type=float, help="per-run timeout in seconds (default 10 x --seconds + 60)")
+    ap.add_argument("--report", metavar="JSON", help="only print the table of an earlier run's --json")
     # internal: the baselines' own processes
     ap.add_argument("--_role", choices=["raw-server", "raw-client", "poap-server", "poap-client"],
                     help=argparse.SUPPRESS)
@@ -641,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
              "poap-client": poap_client}
     if a._role:
         return roles[a._role](a)
+    if a.report:
+        print(table(json.loads(Path(a.report).read_text())))
+        return 0
     if a.quick:
         a.workers, a.agent_slots, a.seconds, a.repeats = [1, 4], 4, 2.0, 1
         a.budget = a.budget or 2000
