@@ -502,7 +502,7 @@ def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str,
     nsim = max(1, min(a.sim_procs, n))
     res: dict[str, Any] = {"workers": n, "slots": slots, "sim_procs": nsim, "tag": tag, "stub": stub}
     procs: list[subprocess.Popen[bytes]] = []
-    t_a = t_b = math.nan
+    t_a = t_b = t_switch = math.nan
     try:
         if stub:
             cmd = me + ["--_role", "stub", "--_address-file", str(addr), "--heartbeat", str(a.heartbeat),
@@ -561,6 +561,7 @@ def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str,
               f"(simulators {res['hold_sim_cpu']:.0%})", file=sys.stderr)
 
         # 3. instant: answer everything at once
+        t_switch = time.time()
         sims.tell("instant")
         sims.pump(1.0)
         m0 = sims.mark()
@@ -593,8 +594,11 @@ def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str,
         done = [e["t"] for e in events if e.get("event") == "completed" and t_a <= e["t"] < t_b]
         res["rate"] = len(done) / (t_b - t_a)
         res["lost"] = sum(1 for e in events if e.get("event") == "lost")
-        res["left_lost"] = sum(1 for e in events
-                               if e.get("event") == "worker_left" and e.get("reason") == "lost")
+        lost_at = [e["t"] for e in events if e.get("event") == "worker_left" and e.get("reason") == "lost"]
+        res["left_lost"] = len(lost_at)
+        # only heartbeats flow before the switch; results (a burst of n*slots first) after it
+        res["left_lost_before_instant"] = sum(1 for t in lost_at if t < t_switch)
+        res["left_lost_instant"] = sum(1 for t in lost_at if t >= t_switch)
         res["joined"] = sum(1 for e in events if e.get("event") == "worker_joined")
         res["events"] = len(events)
     print(f"  {tag}: {res['rate']:,.0f} evals/s instant (simulators count {res['sim_rate']:,.0f}/s; "
@@ -632,8 +636,8 @@ def fmt(v: dict[str, float] | None, pct: bool = False) -> str:
 def table(res: dict[str, Any]) -> str:
     rows = ["| scenario | connected, s (all at once) | controller CPU, all holding work "
             "(median wait for a core) | simulators' CPU | dispatch, evals/s (instant) | vs 16 workers | "
-            "controller CPU, instant (wait) | simulators' CPU, instant | false lost: workers / "
-            "evaluations |",
+            "controller CPU, instant (wait) | simulators' CPU, instant | false lost, all repeats: "
+            "workers before / during instant, `lost` events |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     base = res["summary"].get("16", {}).get("rate")
     for key, s in res["summary"].items():
@@ -644,7 +648,8 @@ def table(res: dict[str, Any]) -> str:
         connect = fmt(s["connect_s"])
         if s["not_connected"]:
             connect += f"; {s['not_connected']} of {s['n']} runs: not all ({s['connected_min']:,} at least)"
-        lost = "— (stub)" if s["stub"] else f"{s['lost_workers']} / {s['lost_events']}"
+        lost = ("— (stub)" if s["stub"] else
+                f"{s['lost_before']} / {s['lost_instant']} / {s['lost_events']}")
         hw = s["hold_ctl_wait"]["median"] if s["hold_ctl_wait"] else math.nan
         iw = s["instant_ctl_wait"]["median"] if s["instant_ctl_wait"] else math.nan
         rows.append(f"| {s['label']} | {connect} | {fmt(s['hold_ctl_cpu'], True)} (waits {hw:.0%}) | "
@@ -748,6 +753,8 @@ def main(argv: list[str] | None = None) -> int:
             s["not_connected"] = sum(1 for r in rs if r["connected"] < n)
             s["connected_min"] = min(r["connected"] for r in rs)
             s["lost_workers"] = sum(r["left_lost"] or 0 for r in rs)
+            s["lost_before"] = sum(r.get("left_lost_before_instant") or 0 for r in rs)
+            s["lost_instant"] = sum(r.get("left_lost_instant") or 0 for r in rs)
             s["lost_events"] = sum(r["lost"] or 0 for r in rs)
             s["all_held"] = all(r["all_held"] for r in rs)
             res["summary"][key] = s
