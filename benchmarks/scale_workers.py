@@ -332,6 +332,7 @@ class Sims:
         self.sel = selectors.DefaultSelector()
         self.buf: dict[int, str] = {}
         self.last: dict[int, dict[str, Any]] = {}
+        self.marks: dict[int, dict[str, Any]] = {}  # answers to "mark", kept apart from progress
         for k, p in enumerate(procs):
             out: IO[bytes] = p.stdout  # type: ignore[assignment]
             os.set_blocking(out.fileno(), False)
@@ -351,22 +352,24 @@ class Sims:
                 while "\n" in self.buf[k]:
                     line, self.buf[k] = self.buf[k].split("\n", 1)
                     with contextlib.suppress(json.JSONDecodeError):
-                        self.last[k] = json.loads(line)
+                        msg = json.loads(line)
+                        self.last[k] = msg
+                        if msg.get("ev") == "mark":
+                            self.marks[k] = msg
             for p in self.procs:
                 if p.poll() is not None:
                     raise BenchError(f"a simulator process exited (code {p.returncode})")
 
     def mark(self, timeout: float = 30.0) -> dict[int, dict[str, Any]]:
         """Ask every simulator for its counts now; wait for the answers."""
-        for k in self.last:
-            self.last[k] = {**self.last[k], "ev": "stale"}
+        self.marks.clear()
         self.tell("mark")
         end = time.monotonic() + timeout
-        while not all(self.last.get(k, {}).get("ev") == "mark" for k in range(len(self.procs))):
+        while len(self.marks) < len(self.procs):
             if time.monotonic() > end:
                 raise BenchError("simulators did not answer 'mark'")
             self.pump(0.05)
-        return {k: dict(v) for k, v in self.last.items()}
+        return dict(self.marks)
 
     def total(self, key: str) -> int:
         return sum(int(s.get(key, 0)) for s in self.last.values())
@@ -471,8 +474,9 @@ def stub_role(a: argparse.Namespace) -> int:
                 now = time.monotonic()
                 if kind == "hello":
                     send([rid, welcome])
-                    for _ in range(int(msg.get("slots", 1))):
-                        evaluate(rid)
+                    if rid not in last_tx:  # a repeated hello keeps what it holds
+                        for _ in range(int(msg.get("slots", 1))):
+                            evaluate(rid)
                     last_tx[rid] = now
                 elif kind == "result":
                     send([rid, packb({"v": 1, "t": "ack", "eval_id": msg["eval_id"],
