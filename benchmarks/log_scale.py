@@ -117,6 +117,14 @@ def timed(cmd: list[str], out: Path, timeout: float) -> dict[str, float]:
     return {"s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024}
 
 
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a live process so far."""
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+        stat = fh.read()
+    rest = stat[stat.rindex(")") + 2:].split()
+    return (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def vm_hwm_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status", encoding="ascii") as fh:
         for line in fh:
@@ -253,7 +261,9 @@ def replay(path: Path) -> dict[str, Any]:
 
 def replay_role(a: argparse.Namespace) -> int:
     r = replay(Path(a.path))
-    r["rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    r["rss_mb"] = ru.ru_maxrss / 1024
+    r["process_cpu_s"] = ru.ru_utime + ru.ru_stime
     print(json.dumps(r))
     return 0
 
@@ -270,7 +280,7 @@ def resume(log: Path, work: Path, tag: str, evaluations: int, timeout: float) ->
     t0 = clock()
     proc = spawn(cmd, out)
     t_listen = t_ready = math.nan
-    hwm = math.nan
+    hwm = cpu = math.nan
     try:
         with open(copy, "rb") as fh:
             while True:
@@ -286,6 +296,7 @@ def resume(log: Path, work: Path, tag: str, evaluations: int, timeout: float) ->
                     if b'"resumed":true' in fh.read():
                         t_ready = clock() - t0
                         hwm = vm_hwm_mb(proc.pid)
+                        cpu = proc_cpu(proc.pid)
                         break
                 time.sleep(0.005)
         if math.isnan(t_listen):
@@ -293,7 +304,7 @@ def resume(log: Path, work: Path, tag: str, evaluations: int, timeout: float) ->
     finally:
         kill_group(proc)
         copy.unlink(missing_ok=True)
-    return {"listening_s": t_listen, "ready_s": t_ready, "rss_mb": hwm}
+    return {"listening_s": t_listen, "ready_s": t_ready, "rss_mb": hwm, "cpu_s": cpu}
 
 
 # --------------------------------------------------------------------------- report
@@ -307,8 +318,10 @@ def cell(s: dict[str, float], digits: int = 1) -> str:
 
 
 def table(res: dict[str, Any]) -> str:
-    rows = ["| step | seconds | peak RSS, MB | vs json.loads loop |", "|---|---:|---:|---:|"]
+    rows = ["| step | wall s | CPU s | peak RSS, MB | wall vs json.loads loop | CPU vs loop |",
+            "|---|---:|---:|---:|---:|---:|"]
     base = res["summary"].get("json_loads", {}).get("s")
+    base_cpu = res["summary"].get("json_loads", {}).get("cpu_s")
     labels = {"json_loads": "stdlib `json.loads` loop (baseline)", "summary": "`tether log summary`",
               "export": "`tether log export --out F.csv`",
               "resume_listening": "`tether controller --resume`: address file written",
@@ -319,8 +332,10 @@ def table(res: dict[str, Any]) -> str:
         if not s:
             continue
         ratio = f"{s['s']['median'] / base['median']:.2f}x" if base else "—"
+        cpu = cell(s["cpu_s"], 2) if "cpu_s" in s else "—"
+        cratio = f"{s['cpu_s']['median'] / base_cpu['median']:.2f}x" if base_cpu and "cpu_s" in s else "—"
         rss = cell(s["rss_mb"], 0) if "rss_mb" in s else "—"
-        rows.append(f"| {label} | {cell(s['s'], 2)} | {rss} | {ratio} |")
+        rows.append(f"| {label} | {cell(s['s'], 2)} | {cpu} | {rss} | {ratio} | {cratio} |")
     return "\n".join(rows)
 
 
@@ -341,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="per-step timeout in seconds")
     ap.add_argument("--json", metavar="OUT")
     ap.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temp dir)")
+    ap.add_argument("--report", metavar="JSON", help="only print the table of an earlier run's --json")
     ap.add_argument("--_role", choices=["json-loop", "replay"], help=argparse.SUPPRESS)
     ap.add_argument("--_path", dest="path", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -348,6 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         return json_loop(a)
     if a._role == "replay":
         return replay_role(a)
+    if a.report:
+        print(table(json.loads(Path(a.report).read_text())))
+        return 0
     if a.quick:
         a.evaluations, a.repeats = 25_000, 1
 
@@ -416,10 +435,13 @@ def main(argv: list[str] | None = None) -> int:
                 res["summary"]["resume_listening"] = {"s": summ([r["listening_s"] for r in rs])}
                 res["summary"]["resume_ready"] = {"s": summ([r["ready_s"] for r in rs]),
                                                   "rss_mb": summ([r["rss_mb"] for r in rs])}
+                if "cpu_s" in rs[0]:
+                    res["summary"]["resume_ready"]["cpu_s"] = summ([r["cpu_s"] for r in rs])
             else:
                 res["summary"][step] = {"s": summ([r["s"] for r in rs])}
-                if "rss_mb" in rs[0]:
-                    res["summary"][step]["rss_mb"] = summ([r["rss_mb"] for r in rs])
+                for k in ("rss_mb", "cpu_s"):
+                    if k in rs[0]:
+                        res["summary"][step][k] = summ([r[k] for r in rs])
         res["loadavg_end"] = os.getloadavg()
         md = table(res)
         res["table_md"] = md
