@@ -648,7 +648,8 @@ def table(res: dict[str, Any]) -> str:
         if s.get("skipped"):
             rows.append(f"| {s['label']} | n/a ({s['skipped']}) | | | | | | | |")
             continue
-        ratio = f"{s['rate']['median'] / base['median']:.2f}x" if base and key != "16" else "—"
+        ratio = (f"{s['rate']['median'] / base['median']:.2f}x"
+                 if base and key != "16" and not s["stub"] else "—")
         connect = fmt(s["connect_s"])
         if s["not_connected"]:
             connect += f"; {s['not_connected']} of {s['n']} runs: not all ({s['connected_min']:,} at least)"
@@ -689,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
                          "--stub-workers 200 --hold-seconds 2 --seconds 2 --repeats 1")
     ap.add_argument("--json", metavar="OUT")
     ap.add_argument("--keep", metavar="DIR")
+    ap.add_argument("--report", metavar="JSON", help="only print the table of an earlier run's --json")
     ap.add_argument("--_role", choices=["sim", "stub"], help=argparse.SUPPRESS)
     ap.add_argument("--_endpoint", dest="endpoint", help=argparse.SUPPRESS)
     ap.add_argument("--_address-file", dest="address_file", help=argparse.SUPPRESS)
@@ -701,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
         return sim_role(a)
     if a._role == "stub":
         return stub_role(a)
+    if a.report:
+        print(table(json.loads(Path(a.report).read_text())))
+        return 0
     if a.quick:
         a.workers, a.agents, a.agent_slots, a.force_slots = [16, 200], 4, 10, True
         a.stub_workers, a.hold_seconds, a.seconds, a.repeats = [200], 2.0, 2.0, 1
