@@ -17,8 +17,9 @@ Reproduce (from the repository root)::
    per second of that loop, formatting included.
 2. **Baseline**: a plain standard-library loop, ``json.loads`` on every line of the same
    file (nothing kept), in a fresh process.
-3. ``tether log summary LOG`` and ``tether log export LOG --out F.csv``: wall time and peak
-   RSS of the process (``ru_maxrss`` from ``wait4``).
+3. ``tether log summary LOG`` and ``tether log export LOG --out F.csv``: wall time, CPU time
+   and peak RSS of the process (``ru_maxrss`` from ``wait4``; it starts at the size of this
+   script's process, about 45 MB, which the child inherits through the spawn).
 4. ``tether controller --resume --log COPY --budget EVALUATIONS+1 --bind
    tcp://127.0.0.1:0 --address-file F`` on a fresh copy of the log (the budget one above
    the finished run's, so it carries on instead of saying it finished): time to the
@@ -229,7 +230,8 @@ def json_loop(a: argparse.Namespace) -> int:
             if line.strip():
                 loads(line)
                 n += 1
-    print(n)
+    # VmHWM of this process's own memory: wait4's ru_maxrss starts at the parent's size
+    print(json.dumps({"lines": n, "rss_mb": vm_hwm_mb(os.getpid())}))
     return 0
 
 
@@ -413,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = work / f"{step}-r{rep}.out"
                 if step == "json_loads":
                     r = timed(me + ["--_role", "json-loop", "--_path", str(log)], out, a.timeout)
+                    r["rss_mb"] = json.loads(out.read_text().strip().splitlines()[-1])["rss_mb"]
                 elif step == "summary":
                     r = timed([sys.executable, "-m", "tether", "log", "summary", str(log)], out, a.timeout)
                 elif step == "export":
