@@ -1,29 +1,45 @@
 #!/usr/bin/env python3
-"""End-to-end throughput of tether: evaluations per second with a trivial objective.
+"""End-to-end throughput of tether against two baselines measured in the same run.
 
-For each worker count N (``--workers 1 4 16``) this starts the real controller process
-(``python -m tether controller CONFIG --address-file F``, strategy ``random``) and N real
-worker processes (``python -m tether worker --address-file F --python
-tether.problems:trivial``), waits for the budget to complete, checks the log with
-``/work/shared/contract/checklog.py --completed BUDGET`` (a failure aborts the benchmark)
-and measures the rate *from the log itself*: completions after the first 10 % (warm-up)
-divided by the time from the 10 %-th completion to the last one, so process start-up is
-excluded. Wall time (controller launch to controller exit) is reported too.
+Reproduce (from the repository root; the POAP environment is made on first use by
+``benchmarks/peer_env.sh poap``)::
 
-In the same run it measures a ceiling for this machine, now: a raw pyzmq ROUTER process
-and N DEALER client processes playing closed-loop ping-pong with msgpack encode/decode
-only (no tether), and reports tether / ceiling.
+    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/throughput.py --json out.json
+    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/throughput.py --quick   # smoke run
 
-Budgets: a pilot run per N estimates the rate, then the budget is chosen so the measured
-part lasts about ``--seconds``. Configurations are interleaved across repeats (1, 4, 16,
-1, 4, 16, ...) so slow phases of a shared machine hit all of them alike.
+Configurations (``--workers 1 4 16 64``, plus ``--agent-slots 16``):
 
-    python benchmarks/throughput.py [--workers 1 4 16] [--seconds 6] [--repeats 3]
-                                    [--json OUT] [--budget N] [--keep DIR] [--no-ceiling]
-                                    [--cprofile OUT.prof | --py-spy OUT.raw]
+- **tether**: the real controller process (``python -m tether controller CONFIG
+  --address-file F``, strategy ``random``, log and heartbeats on) and N real worker
+  processes (``python -m tether worker --address-file F --python
+  tether.problems:trivial``). The workers are started first and the controller only once
+  they are idle (imports done, polling for the address file), so the start-up of many
+  Python processes on a small machine does not eat into the measurement. Each log must
+  pass ``/work/shared/contract/checklog.py --completed BUDGET``. The rate is read from the
+  log: completions after the later of the first 10 % and the last ``worker_joined``,
+  divided by the time from there to the last completion.
+- **tether, one agent with 16 slots**: one ``tether worker --slots 16`` process; reported
+  as n/a when ``tether worker --help`` offers no ``--slots``. Its ratios use the raw and
+  POAP figures of 16 clients from the same repeat.
+- **raw**: the bound for this machine, now: a pyzmq ROUTER process and N DEALER client
+  processes in closed-loop ping-pong with msgpack, each client doing the same numpy work
+  as the objective (``float(numpy.asarray(x)[0])``) in its own process; no tether.
+- **POAP**: POAP 0.1.26's ``ThreadedTCPServer`` with a ``FixedSampleStrategy`` of random
+  points and N ``SimpleSocketWorker`` processes with the same objective, run in POAP's own
+  environment (``benchmarks/.venv-poap``), never a dependency of tether. The rate is read
+  from completion times recorded in the controller, with the same warm-up rule.
 
-Every subprocess runs in its own process group with a timeout; all groups are killed on
-failure, timeout or Ctrl-C.
+Configurations are interleaved across repeats (1, 4, 16, 64, agent, 1, 4, ...) so slow
+phases of a shared machine hit all of them alike; the table gives the median and range
+of the repeats and the ratios tether/raw and tether/POAP of the medians.
+
+    --workers N...   --agent-slots K (0: off)   --seconds S   --repeats R   --quick
+    --budget N (fixed, no pilot)   --no-raw   --no-poap   --json OUT   --keep DIR
+    --cprofile OUT.prof | --py-spy OUT.raw   --timeout S
+
+Every subprocess runs in its own process group (session) with a timeout; all groups are
+killed on failure, timeout or Ctrl-C. Only stdlib is imported at the top, because the
+same file also runs POAP's roles inside POAP's environment.
 """
 
 from __future__ import annotations
@@ -46,10 +62,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+HERE = Path(__file__).resolve().parent
 CHECKLOG = Path(os.environ.get("TETHER_CHECKLOG", "/work/shared/contract/checklog.py"))
+PEER_ENV = HERE / "peer_env.sh"
+POAP_PY = HERE / ".venv-poap" / "bin" / "python"
 OBJECTIVE = "tether.problems:trivial"
 WARMUP_FRACTION = 0.10
-TARGET_16 = 20_000  # product target, evals/s at 16 workers (issue on performance)
+TARGET_16 = 20_000  # issue 13 target, evals/s at 16 workers
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(Exception):
@@ -61,11 +81,11 @@ class BenchError(Exception):
 _LIVE: list[subprocess.Popen[bytes]] = []
 
 
-def spawn(cmd: list[str], out: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own process group, stdout+stderr to ``out``."""
+def spawn(cmd: list[str], out: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session (process group), stdout+stderr to ``out``."""
     with open(out, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, start_new_session=True)
+                                cwd=cwd, start_new_session=True, env=env)
     _LIVE.append(proc)
     return proc
 
@@ -120,8 +140,63 @@ def tail(path: Path, n: int = 15) -> str:
     return "\n".join("    " + line for line in lines[-n:])
 
 
+def sessions_cpu(sids: set[int]) -> float:
+    """CPU seconds (user + system) used so far by every live process in these sessions."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                stat = fh.read()
+        except OSError:
+            continue
+        rest = stat[stat.rindex(")") + 2:].split()
+        if int(rest[3]) in sids:  # field 6, session id
+            total += int(rest[11]) + int(rest[12])  # fields 14 and 15, utime and stime
+    return total / CLK_TCK
+
+
+def settle(procs: list[subprocess.Popen[bytes]], limit: float, what: str) -> float:
+    """Wait until ``procs`` (and their children) are idle: start-up imports finished.
+
+    Idle means less than 2 % of a core per process, plus 5 %, over half a second. Returns
+    the seconds waited; raises if a process exits or ``limit`` passes.
+    """
+    sids = {p.pid for p in procs}
+    t0 = time.monotonic()
+    last = sessions_cpu(sids)
+    time.sleep(0.5)
+    while True:
+        for p in procs:
+            if p.poll() is not None:
+                raise BenchError(f"{what}: a process exited during start-up (code {p.returncode})")
+        now_cpu = sessions_cpu(sids)
+        if now_cpu - last < 0.5 * (0.02 * len(procs) + 0.05):
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > limit:
+            raise BenchError(f"{what}: still busy starting after {limit:.0f} s")
+        last = now_cpu
+        time.sleep(0.5)
+
+
+def wait_file(path: Path, deadline: float) -> str:
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(str(path))
+        time.sleep(0.01)
+    return path.read_text().strip()
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def has_slots_option(py: str) -> bool:
+    """Whether this tether's ``worker`` command offers ``--slots``."""
+    res = subprocess.run([py, "-m", "tether", "worker", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    return "--slots" in res.stdout
 
 
 # --------------------------------------------------------------------------- tether run
@@ -153,21 +228,42 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return events
 
 
+def steady_rate(done: list[float], ready: float) -> tuple[float, float, int]:
+    """(rate, measured seconds, completions counted) after warm-up.
+
+    Warm-up is the first 10 % of ``done`` (sorted completion times), and anything before
+    ``ready`` (all workers there).
+    """
+    n = len(done)
+    k = max(1, math.ceil(WARMUP_FRACTION * n))
+    while k < n and done[k - 1] < ready:
+        k += 1
+    span = done[-1] - done[k - 1]
+    return ((n - k) / span if span > 0 else math.nan), span, n - k
+
+
 def rate_from_log(path: Path) -> dict[str, Any]:
     events = read_log(path)
     started = [e["t"] for e in events if e["event"] == "started"]
+    joined = [e["t"] for e in events if e["event"] == "worker_joined"]
     done = sorted(e["t"] for e in events if e["event"] == "completed")
     n = len(done)
     if n < 10 or not started:
         raise BenchError(f"{path}: only {n} completed evaluations, too few to measure a rate")
-    k = max(1, math.ceil(WARMUP_FRACTION * n))  # completions 1..k are warm-up
-    span = done[-1] - done[k - 1]
+    rate, span, counted = steady_rate(done, max(joined, default=0.0))
+    if counted == 0:
+        raise BenchError(f"{path}: no completion after all workers joined; raise --seconds")
     full_span = done[-1] - min(started)
+    if counted < 0.3 * n:
+        print(f"  warning: only {counted} of {n} completions after all workers joined "
+              f"({span:.2f} s measured)", file=sys.stderr)
     return {
         "completed": n,
-        "rate": (n - k) / span if span > 0 else math.inf,  # steady state, warm-up excluded
+        "rate": rate,  # steady state, warm-up excluded
         "rate_all": n / full_span if full_span > 0 else math.inf,  # first start..last completion
         "measured_s": span,
+        "counted": counted,
+        "join_span_s": (max(joined) - min(joined)) if joined else None,
         "log_span_s": events[-1]["t"] - events[0]["t"],
         "events": len(events),
     }
@@ -184,9 +280,10 @@ def checklog(path: Path, budget: int) -> str:
     return res.stdout.strip()
 
 
-def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float,
+def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float, slots: int = 0,
                cprofile: str | None = None, pyspy: str | None = None,
                keys: Path | None = None) -> dict[str, Any]:
+    """N worker processes (``slots`` 0), or one agent with ``slots`` slots (``n`` ignored)."""
     d = work / tag
     d.mkdir(parents=True)
     log = d / "run.jsonl"
@@ -205,39 +302,43 @@ def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float,
     t0 = time.monotonic()
     deadline = t0 + timeout
     try:
-        ctl = spawn(ctl_cmd, d / "controller.out", d)
-        procs.append(ctl)
         workers = []
-        for i in range(n):
-            w = spawn([py, "-m", "tether", "worker", "--address-file", str(addr), "--python", OBJECTIVE,
-                       "--name", f"w{i}", *(["--keys", str(keys)] if keys else [])], d / f"w{i}.out", d)
+        nproc = 1 if slots else n
+        for i in range(nproc):
+            cmd = [py, "-m", "tether", "worker", "--address-file", str(addr), "--python", OBJECTIVE,
+                   "--name", f"w{i}", *(["--keys", str(keys)] if keys else [])]
+            if slots:
+                cmd += ["--slots", str(slots)]
+            w = spawn(cmd, d / f"w{i}.out", d)
             procs.append(w)
             workers.append(w)
-        code, ctl_cpu = wait_rusage(ctl, deadline, f"controller ({tag})", d / "controller.out")
-        wall = time.monotonic() - t0
+        startup = settle(workers, max(60.0, 2.0 * nproc), f"tether workers ({tag})")
+        t_ctl = time.monotonic()
+        ctl = spawn(ctl_cmd, d / "controller.out", d)
+        procs.append(ctl)
+        code, ctl_cpu = wait_rusage(ctl, deadline + startup, f"controller ({tag})", d / "controller.out")
+        wall = time.monotonic() - t_ctl
         if code != 0:
             raise BenchError(f"controller ({tag}) exited {code}:\n{tail(d / 'controller.out')}")
         # the controller tells every worker that the run is over: they must exit 0
         for i, w in enumerate(workers):
-            wcode = wait_for(w, min(deadline, time.monotonic() + 30), f"worker w{i} ({tag})",
-                             d / f"w{i}.out")
+            wcode = wait_for(w, time.monotonic() + 30, f"worker w{i} ({tag})", d / f"w{i}.out")
             if wcode != 0:
                 raise BenchError(f"worker w{i} ({tag}) exited {wcode}:\n{tail(d / f'w{i}.out')}")
-        wall_all = time.monotonic() - t0
     finally:
         for p in procs:
             kill_group(p)
     check = checklog(log, budget)
     res = rate_from_log(log)
-    res.update({"workers": n, "budget": budget, "wall_s": wall, "controller_cpu_s": ctl_cpu,
-                "wall_all_exit_s": wall_all,
+    res.update({"workers": n, "slots": slots, "budget": budget, "wall_s": wall,
+                "workers_startup_s": startup, "controller_cpu_s": ctl_cpu,
                 "checklog": json.loads(check) if check.startswith("{") else check, "log": str(log)})
     return res
 
 
-# --------------------------------------------------------------------------- ceiling
+# --------------------------------------------------------------------------- raw bound
 
-def ceiling_server(a: argparse.Namespace) -> int:
+def raw_server(a: argparse.Namespace) -> int:
     import msgpack
     import zmq
 
@@ -291,29 +392,30 @@ def ceiling_server(a: argparse.Namespace) -> int:
     return 0
 
 
-def ceiling_client(a: argparse.Namespace) -> int:
+def raw_client(a: argparse.Namespace) -> int:
     import msgpack
+    import numpy as np
     import zmq
 
-    give_up = time.monotonic() + 60
-    while not os.path.exists(a.address_file):
-        if time.monotonic() > give_up:
-            return 1
-        time.sleep(0.01)
-    endpoint = Path(a.address_file).read_text().strip()
+    try:
+        endpoint = wait_file(Path(a.address_file), time.monotonic() + 600)
+    except TimeoutError:
+        return 1
     ctx = zmq.Context()
     ctx.linger = 0
     sock = ctx.socket(zmq.DEALER)
     sock.rcvtimeo = 30_000  # a vanished server must not leave clients behind
     sock.connect(endpoint)
     packb, unpackb = msgpack.packb, msgpack.unpackb
+    asarray = np.asarray
     sock.send(packb({"v": 1, "t": "hello", "name": a.name}))
     try:
         while True:
             m = unpackb(sock.recv())
             if m["t"] == "stop":
                 break
-            sock.send(packb({"v": 1, "t": "result", "eid": m["eid"], "value": float(m["x"][0])}))
+            value = float(asarray(m["x"], dtype=float)[0])  # the objective's numpy work
+            sock.send(packb({"v": 1, "t": "result", "eid": m["eid"], "value": value}))
     except zmq.Again:
         return 1
     finally:
@@ -322,34 +424,148 @@ def ceiling_client(a: argparse.Namespace) -> int:
     return 0
 
 
-def run_ceiling(n: int, seconds: float, work: Path, tag: str, timeout: float) -> dict[str, Any]:
+def run_raw(n: int, seconds: float, work: Path, tag: str, timeout: float) -> dict[str, Any]:
     d = work / tag
     d.mkdir(parents=True)
     addr = d / "address"
     me = [sys.executable, str(Path(__file__).resolve())]
     warmup = max(0.5, 0.1 * seconds)
     procs: list[subprocess.Popen[bytes]] = []
-    t0 = time.monotonic()
     try:
-        srv = spawn(me + ["--_role", "ceiling-server", "--_clients", str(n), "--_address-file", str(addr),
-                          "--seconds", str(seconds), "--_warmup", str(warmup)], d / "server.out", d)
-        procs.append(srv)
-        clients = [spawn(me + ["--_role", "ceiling-client", "--_address-file", str(addr),
+        clients = [spawn(me + ["--_role", "raw-client", "--_address-file", str(addr),
                                "--_name", f"c{i}"], d / f"c{i}.out", d) for i in range(n)]
         procs.extend(clients)
-        code = wait_for(srv, t0 + timeout, f"ceiling server ({tag})", d / "server.out")
+        settle(clients, max(60.0, 2.0 * n), f"raw clients ({tag})")
+        t0 = time.monotonic()
+        srv = spawn(me + ["--_role", "raw-server", "--_clients", str(n), "--_address-file", str(addr),
+                          "--seconds", str(seconds), "--_warmup", str(warmup)], d / "server.out", d)
+        procs.append(srv)
+        code = wait_for(srv, t0 + timeout, f"raw server ({tag})", d / "server.out")
         if code != 0:
-            raise BenchError(f"ceiling server ({tag}) exited {code}:\n{tail(d / 'server.out')}")
+            raise BenchError(f"raw server ({tag}) exited {code}:\n{tail(d / 'server.out')}")
         for i, c in enumerate(clients):
-            ccode = wait_for(c, time.monotonic() + 30, f"ceiling client c{i} ({tag})", d / f"c{i}.out")
+            ccode = wait_for(c, time.monotonic() + 30, f"raw client c{i} ({tag})", d / f"c{i}.out")
             if ccode != 0:
-                raise BenchError(f"ceiling client c{i} ({tag}) exited {ccode}:\n{tail(d / f'c{i}.out')}")
+                raise BenchError(f"raw client c{i} ({tag}) exited {ccode}:\n{tail(d / f'c{i}.out')}")
     finally:
         for p in procs:
             kill_group(p)
-    line = (d / "server.out").read_text().strip().splitlines()[-1]
-    r = json.loads(line)
+    r = json.loads((d / "server.out").read_text().strip().splitlines()[-1])
     return {"workers": n, "rate": r["count"] / r["seconds"], "count": r["count"], "seconds": r["seconds"]}
+
+
+# --------------------------------------------------------------------------- POAP
+
+def poap_server(a: argparse.Namespace) -> int:
+    """POAP's TCP controller over ``--budget`` random points (runs in POAP's environment)."""
+    from poap.strategy import FixedSampleStrategy
+    from poap.tcpserve import ThreadedTCPServer
+
+    rnd = random.Random(a.seed)
+    points = [[rnd.random(), rnd.random()] for _ in range(a.budget)]
+    clock = time.perf_counter
+    done: list[float] = []
+    workers: list[float] = []
+
+    def on_update(rec: Any) -> None:
+        if rec.is_completed:
+            done.append(clock())
+
+    def on_feval(rec: Any) -> None:
+        rec.add_callback(on_update)
+
+    # socketserver listens with a backlog of 5: 64 workers connecting at once would be
+    # refused and retry a second later, so the backlog is raised (a configuration change)
+    ThreadedTCPServer.request_queue_size = max(128, a.clients)
+    server = ThreadedTCPServer(("127.0.0.1", 0), FixedSampleStrategy(points))
+    server.daemon_threads = True
+    server.controller.add_feval_callback(on_feval)
+    add_worker = server.controller.add_worker
+    seen: set[int] = set()
+
+    def counting_add_worker(worker: Any) -> None:  # the first add of a handler = it connected
+        if id(worker) not in seen:
+            seen.add(id(worker))
+            workers.append(clock())
+        add_worker(worker)
+
+    server.controller.add_worker = counting_add_worker  # type: ignore[method-assign]
+    host, port = server.sockname[:2]
+    tmp = Path(a.address_file + ".tmp")
+    tmp.write_text(f"{host}:{port}\n")
+    tmp.replace(a.address_file)
+    t0 = clock()
+    server.run()
+    wall = clock() - t0
+    server.server_close()
+    done.sort()
+    ready = workers[a.clients - 1] if len(workers) >= a.clients else math.inf
+    rate, span, counted = steady_rate(done, ready)
+    print(json.dumps({"completed": len(done), "rate": rate, "measured_s": span, "counted": counted,
+                      "workers_seen": len(workers), "wall_s": wall}), flush=True)
+    return 0
+
+
+def poap_client(a: argparse.Namespace) -> int:
+    import numpy as np
+    from poap.tcpserve import SimpleSocketWorker
+
+    try:
+        where = wait_file(Path(a.address_file), time.monotonic() + 600)
+    except TimeoutError:
+        return 1
+    host, port = where.rsplit(":", 1)
+    asarray = np.asarray
+
+    def objective(x: list[float]) -> float:
+        return float(asarray(x, dtype=float)[0])  # the same numpy work as the others
+
+    SimpleSocketWorker(objective, (host, int(port)), retries=30).run()
+    return 0
+
+
+def poap_python() -> str:
+    """The POAP environment's python, made by ``peer_env.sh poap`` if missing."""
+    res = subprocess.run(["bash", str(PEER_ENV), "poap"], capture_output=True, text=True, timeout=900)
+    if res.returncode != 0:
+        raise BenchError(f"peer_env.sh poap failed:\n{res.stdout}{res.stderr}")
+    return res.stdout.strip().splitlines()[-1]
+
+
+def run_poap(py: str, n: int, budget: int, work: Path, tag: str, timeout: float) -> dict[str, Any]:
+    d = work / tag
+    d.mkdir(parents=True)
+    addr = d / "address"
+    me = [py, str(Path(__file__).resolve())]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        clients = [spawn(me + ["--_role", "poap-client", "--_address-file", str(addr)],
+                         d / f"c{i}.out", d, env) for i in range(n)]
+        procs.extend(clients)
+        settle(clients, max(60.0, 2.0 * n), f"POAP workers ({tag})")
+        t0 = time.monotonic()
+        srv = spawn(me + ["--_role", "poap-server", "--_clients", str(n), "--_address-file", str(addr),
+                          "--budget", str(budget), "--_seed", str(random.randrange(2**31))],
+                    d / "server.out", d, env)
+        procs.append(srv)
+        code = wait_for(srv, t0 + timeout, f"POAP server ({tag})", d / "server.out")
+        if code != 0:
+            raise BenchError(f"POAP server ({tag}) exited {code}:\n{tail(d / 'server.out')}")
+        end = time.monotonic() + 10
+        for c in clients:  # POAP's workers exit on 'terminate'; stragglers are killed below
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                c.wait(timeout=max(0.1, end - time.monotonic()))
+    finally:
+        for p in procs:
+            kill_group(p)
+    r = json.loads((d / "server.out").read_text().strip().splitlines()[-1])
+    if r["completed"] != budget:
+        raise BenchError(f"POAP ({tag}) completed {r['completed']} of {budget}")
+    if not r["counted"]:
+        raise BenchError(f"POAP ({tag}): only {r['workers_seen']} of {n} workers connected before the end")
+    r.update({"workers": n, "budget": budget})
+    return r
 
 
 # --------------------------------------------------------------------------- report
@@ -362,58 +578,93 @@ def fmt(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def cell(s: dict[str, float] | None) -> str:
+    return f"{fmt(s['median'])} ({fmt(s['min'])}–{fmt(s['max'])})" if s else "—"
+
+
+def ratio(a: dict[str, float] | None, b: dict[str, float] | None, pct: bool,
+          pairs: list[float] | None = None) -> str:
+    """Ratio of the medians; with ``pairs`` (the ratios within each repeat), their range."""
+    if not a or not b or not b["median"]:
+        return "—"
+    r = a["median"] / b["median"]
+
+    def f(x: float) -> str:
+        return f"{x:.1%}" if pct else f"{x:.2f}x"
+    if pairs and len(pairs) > 1:
+        return f"{f(r)} ({f(min(pairs))}–{f(max(pairs))})"
+    return f(r)
+
+
+def paired(results: dict[str, Any], key: str, base: str, kind: str) -> list[float]:
+    """tether / ``kind`` within each repeat (the two ran minutes apart at most)."""
+    t = [r["rate"] for r in results["tether"].get(key, [])]
+    b = [r["rate"] for r in results[kind].get(base, [])]
+    return [x / y for x, y in zip(t, b) if y]
+
+
 def table(results: dict[str, Any]) -> str:
-    rows = ["| workers | budget | tether evals/s, median (min–max) | wall s, median | "
-            "ceiling msgs/s, median (min–max) | tether / ceiling |",
-            "|---:|---:|---:|---:|---:|---:|"]
-    for n in results["workers"]:
-        t = results["tether"][str(n)]
-        ts = summary([r["rate"] for r in t])
-        wall = statistics.median(r["wall_s"] for r in t)
-        budget = t[0]["budget"]
-        c = results["ceiling"].get(str(n))
-        if c:
-            cs = summary([r["rate"] for r in c])
-            ceil = f"{fmt(cs['median'])} ({fmt(cs['min'])}–{fmt(cs['max'])})"
-            ratio = f"{ts['median'] / cs['median']:.1%}"
-        else:
-            ceil, ratio = "—", "—"
-        rows.append(f"| {n} | {budget:,} | {fmt(ts['median'])} ({fmt(ts['min'])}–{fmt(ts['max'])}) | "
-                    f"{wall:.1f} | {ceil} | {ratio} |")
+    rows = ["| configuration | tether evals/s | raw evals/s | POAP evals/s | tether / raw "
+            "(range over repeats) | tether / POAP (range) |", "|---|---:|---:|---:|---:|---:|"]
+    for key in results["configs"]:
+        s = results["summary"][key]
+        base = s.get("baseline_of", key)
+        raw = results["summary"].get(base, {}).get("raw")
+        poap = results["summary"].get(base, {}).get("poap")
+        label = s["label"]
+        if s["tether"] is None:
+            rows.append(f"| {label} | n/a ({s.get('why', '')}) | — | — | — | — |")
+            continue
+        rows.append(f"| {label} | {cell(s['tether'])} | {cell(raw)} | {cell(poap)} | "
+                    f"{ratio(s['tether'], raw, True, paired(results, key, base, 'raw'))} | "
+                    f"{ratio(s['tether'], poap, False, paired(results, key, base, 'poap'))} |")
     return "\n".join(rows)
 
 
 # --------------------------------------------------------------------------- main
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16], metavar="N")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 64], metavar="N")
+    ap.add_argument("--agent-slots", type=int, default=16, metavar="K",
+                    help="also one agent with K slots (tether worker --slots K); 0: off")
     ap.add_argument("--seconds", type=float, default=6.0,
                     help="target length of the measured part of each run (default 6)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: --workers 1 4 --agent-slots 4 --seconds 2 --repeats 1 --budget 2000")
     ap.add_argument("--json", metavar="OUT", help="write all figures here")
     ap.add_argument("--budget", type=int, help="fixed budget for every configuration (no pilot runs)")
     ap.add_argument("--keep", metavar="DIR", help="keep logs and outputs in DIR (default: a temp dir, "
                     "removed on success)")
-    ap.add_argument("--no-ceiling", action="store_true", help="skip the raw pyzmq baseline")
+    ap.add_argument("--no-raw", action="store_true", help="skip the raw pyzmq bound")
+    ap.add_argument("--no-poap", action="store_true", help="skip POAP")
     ap.add_argument("--cprofile", metavar="OUT.prof",
                     help="run the controller under cProfile (use with one --workers value, --repeats 1)")
     ap.add_argument("--py-spy", metavar="OUT.raw",
                     help="run the controller under py-spy record (collapsed stacks; pip install py-spy)")
     ap.add_argument("--timeout", type=float, help="per-run timeout in seconds (default 10 x --seconds + 60)")
-    # internal: the baseline's own processes
-    ap.add_argument("--_role", choices=["ceiling-server", "ceiling-client"], help=argparse.SUPPRESS)
-    ap.add_argument("--_clients", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--report", metavar="JSON", help="only print the table of an earlier run's --json")
+    # internal: the baselines' own processes
+    ap.add_argument("--_role", choices=["raw-server", "raw-client", "poap-server", "poap-client"],
+                    help=argparse.SUPPRESS)
+    ap.add_argument("--_clients", dest="clients", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--_address-file", dest="address_file", help=argparse.SUPPRESS)
     ap.add_argument("--_warmup", dest="warmup", type=float, help=argparse.SUPPRESS)
     ap.add_argument("--_name", dest="name", help=argparse.SUPPRESS)
+    ap.add_argument("--_seed", dest="seed", type=int, default=0, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a._role == "ceiling-server":
-        a.clients = a._clients
-        return ceiling_server(a)
-    if a._role == "ceiling-client":
-        return ceiling_client(a)
+    roles = {"raw-server": raw_server, "raw-client": raw_client, "poap-server": poap_server,
+             "poap-client": poap_client}
+    if a._role:
+        return roles[a._role](a)
+    if a.report:
+        print(table(json.loads(Path(a.report).read_text())))
+        return 0
+    if a.quick:
+        a.workers, a.agent_slots, a.seconds, a.repeats = [1, 4], 4, 2.0, 1
+        a.budget = a.budget or 2000
 
     if not CHECKLOG.is_file():
         print(f"error: contract checker not found at {CHECKLOG} (set TETHER_CHECKLOG)", file=sys.stderr)
@@ -428,62 +679,98 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tempfile.mkdtemp(prefix="tether-throughput-"))
     started = _dt.datetime.now(_dt.timezone.utc)
     load0 = os.getloadavg()
+    import zmq  # only here: the POAP roles above run without pyzmq
+
+    slots_ok = a.agent_slots > 0 and has_slots_option(sys.executable)
+    configs = [str(n) for n in a.workers]
+    agent_key = f"agent{a.agent_slots}" if a.agent_slots > 0 else None
+    if agent_key:
+        configs.append(agent_key)
     results: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"), "nproc": os.cpu_count(),
         "loadavg_start": load0, "python": platform.python_version(), "platform": platform.platform(),
+        "pyzmq": zmq.pyzmq_version(), "libzmq": zmq.zmq_version(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "workers": a.workers,
+        "agent_slots": a.agent_slots, "slots_option": slots_ok, "configs": configs,
         "seconds": a.seconds, "repeats": a.repeats, "warmup_fraction": WARMUP_FRACTION,
-        "objective": OBJECTIVE, "pilot": {}, "tether": {str(n): [] for n in a.workers},
-        "ceiling": {}, "target_16": TARGET_16,
+        "objective": OBJECTIVE, "pilot": {}, "tether": {k: [] for k in configs},
+        "raw": {k: [] for k in configs}, "poap": {k: [] for k in configs}, "target_16": TARGET_16,
     }
     which = "import tether; print(tether.__version__, tether.__file__)"
     probe = subprocess.run([sys.executable, "-c", which], capture_output=True, text=True, timeout=60,
                            cwd=work)
     results["tether_version"] = probe.stdout.strip() or probe.stderr.strip()[-300:]
     print(f"# tether throughput — {results['date']}, nproc {results['nproc']}, "
-          f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; tether {results['tether_version']}",
-          file=sys.stderr)
+          f"load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}; tether {results['tether_version']}; "
+          f"worker --slots: {'yes' if slots_ok else 'no'}", file=sys.stderr)
     ok = False
     try:
-        budgets: dict[int, int] = {}
-        for n in a.workers:
-            if a.budget:
-                budgets[n] = a.budget
+        poap_py = None if a.no_poap else poap_python()
+        budgets: dict[str, int] = {}
+        poap_budgets: dict[str, int] = {}  # sized from POAP's previous repeat
+        for key in configs:
+            if key == agent_key and not slots_ok:
                 continue
+            if a.budget:
+                budgets[key] = a.budget
+                continue
+            n = a.agent_slots if key == agent_key else int(key)
             pilot_budget = 1000 if n == 1 else 3000
-            r = run_tether(n, pilot_budget, work, f"pilot-n{n}", timeout, None)
+            r = run_tether(n, pilot_budget, work, f"pilot-{key}", timeout,
+                           slots=a.agent_slots if key == agent_key else 0)
             # room for the warm-up share plus the target measured time, 1000 at least
-            budgets[n] = max(1000, int(round(r["rate"] * a.seconds / (1 - WARMUP_FRACTION), -2)))
-            results["pilot"][str(n)] = {"budget": pilot_budget, "rate": r["rate"], "wall_s": r["wall_s"]}
-            print(f"pilot n={n}: {r['rate']:,.0f} evals/s -> budget {budgets[n]:,}", file=sys.stderr)
-        if not a.no_ceiling:
-            results["ceiling"] = {str(n): [] for n in a.workers}
+            budgets[key] = max(1000, int(round(r["rate"] * a.seconds / (1 - WARMUP_FRACTION), -2)))
+            results["pilot"][key] = {"budget": pilot_budget, "rate": r["rate"], "wall_s": r["wall_s"]}
+            print(f"pilot {key}: {r['rate']:,.0f} evals/s -> budget {budgets[key]:,}", file=sys.stderr)
         for rep in range(a.repeats):
-            for n in a.workers:
-                r = run_tether(n, budgets[n], work, f"tether-n{n}-r{rep}", timeout,
-                               a.cprofile, a.py_spy)
-                results["tether"][str(n)].append(r)
-                print(f"rep {rep + 1}/{a.repeats} n={n:>2}: tether {r['rate']:>9,.0f} evals/s "
-                      f"(measured {r['measured_s']:.1f} s, wall {r['wall_s']:.1f} s, "
-                      f"controller CPU {r['controller_cpu_s']:.1f} s, checklog ok)",
-                      file=sys.stderr)
-                if not a.no_ceiling:
-                    c = run_ceiling(n, a.seconds, work, f"ceiling-n{n}-r{rep}", timeout)
-                    results["ceiling"][str(n)].append(c)
-                    print(f"rep {rep + 1}/{a.repeats} n={n:>2}: ceiling {c['rate']:>8,.0f} msgs/s",
+            for key in configs:
+                agent = key == agent_key
+                n = a.agent_slots if agent else int(key)
+                if not agent or slots_ok:
+                    r = run_tether(n, budgets[key], work, f"tether-{key}-r{rep}", timeout,
+                                   a.agent_slots if agent else 0, a.cprofile, a.py_spy)
+                    results["tether"][key].append(r)
+                    print(f"rep {rep + 1}/{a.repeats} {key:>7}: tether {r['rate']:>9,.0f} evals/s "
+                          f"(measured {r['measured_s']:.1f} s, controller wall {r['wall_s']:.1f} s, "
+                          f"CPU {r['controller_cpu_s']:.1f} s, checklog ok)", file=sys.stderr)
+                if agent:
+                    continue  # its baselines are those of as many clients, from this repeat
+                if not a.no_raw:
+                    c = run_raw(n, a.seconds, work, f"raw-{key}-r{rep}", timeout)
+                    results["raw"][key].append(c)
+                    print(f"rep {rep + 1}/{a.repeats} {key:>7}: raw    {c['rate']:>9,.0f} evals/s",
                           file=sys.stderr)
+                if poap_py:
+                    pb = poap_budgets.get(key) or a.budget or 2 * budgets.get(key, 2500)
+                    p = run_poap(poap_py, n, pb, work, f"poap-{key}-r{rep}", timeout)
+                    results["poap"][key].append(p)
+                    if not a.budget:
+                        poap_budgets[key] = max(1000, int(round(p["rate"] * a.seconds
+                                                                / (1 - WARMUP_FRACTION), -2)))
+                    print(f"rep {rep + 1}/{a.repeats} {key:>7}: POAP   {p['rate']:>9,.0f} evals/s "
+                          f"(measured {p['measured_s']:.1f} s)", file=sys.stderr)
         results["loadavg_end"] = os.getloadavg()
-        results["summary"] = {
-            str(n): {"tether": summary([r["rate"] for r in results["tether"][str(n)]]),
-                     "ceiling": (summary([r["rate"] for r in results["ceiling"][str(n)]])
-                                 if results["ceiling"] else None)}
-            for n in a.workers}
+        summ: dict[str, Any] = {}
+        for key in configs:
+            def med(kind: str, k: str = key) -> dict[str, float] | None:
+                vals = [r["rate"] for r in results[kind][k]]
+                return summary(vals) if vals else None
+            agent = key == agent_key
+            s: dict[str, Any] = {"label": (f"1 agent, {a.agent_slots} slots" if agent
+                                           else f"{key} worker process{'es' if key != '1' else ''}"),
+                                 "tether": med("tether"), "raw": med("raw"), "poap": med("poap")}
+            if agent:
+                s["baseline_of"] = str(a.agent_slots)
+                if not slots_ok:
+                    s["why"] = "tether worker has no --slots"
+            summ[key] = s
+        results["summary"] = summ
         md = table(results)
         print(md)
-        if "16" in results["summary"]:
-            med = results["summary"]["16"]["tether"]["median"]
-            print(f"\ntarget >= {TARGET_16:,} evals/s at 16 workers: median {med:,.0f} "
-                  f"({med / TARGET_16:.1%} of target)")
+        t16 = summ.get("16", {}).get("tether")
+        if t16:
+            print(f"\ntarget >= {TARGET_16:,} evals/s at 16 workers: median {t16['median']:,.0f} "
+                  f"({t16['median'] / TARGET_16:.1%} of target)")
         results["table_md"] = md
         if a.json:
             Path(a.json).write_text(json.dumps(results, indent=2) + "\n")
