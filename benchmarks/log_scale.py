@@ -29,8 +29,8 @@ Reproduce (from the repository root)::
 
 Steps 2-4 are repeated ``--repeats`` times, interleaved; the report gives median and range.
 
-``--replay-only`` times an in-process replay instead: ``read_events`` of the file, then
-:func:`replay` into a fresh controller core, with peak RSS of the process.
+``--replay-only`` times an in-process replay instead: the streamed events of the file
+folded into a fresh controller core (:func:`replay`), with peak RSS of the process.
 
     --evaluations N   --log PATH (reuse, or generate there)   --repeats R   --quick
     --replay-only   --check (run checklog.py on the generated log)   --json OUT   --keep DIR
@@ -236,28 +236,29 @@ def json_loop(a: argparse.Namespace) -> int:
 
 
 def replay(path: Path) -> dict[str, Any]:
-    """Read a log and replay it into a fresh controller core, as ``--resume`` does.
+    """Stream a log into a fresh controller core, as ``--resume`` does.
 
-    This is the one place that knows the replay API (today ``read_events`` then
-    ``ControllerCore.resume``); adapt it here when the controller changes.
+    This is the one place that knows the replay API: ``scan_log`` (one cheap pass for
+    the configuration and the event count), then ``ControllerCore.resume`` over the
+    streamed typed events (``iter_events``), holding nothing per event.
     """
     from tether.controller.core import ControllerCore
-    from tether.controller.daemon import config_from_log, run_info
-    from tether.log.journal import MemoryJournal, read_events
+    from tether.controller.daemon import config_from_log, run_info, scan_log
+    from tether.log.journal import MemoryJournal, iter_events
     from tether.strategies import create
 
     clock = time.perf_counter
     t0 = clock()
-    events = read_events(path)
+    head = scan_log(str(path))
     t_read = clock() - t0
-    config = config_from_log(events)
+    config = config_from_log(head)
     strategy = create(config.strategy, config.space, config.run.budget + 1, config.strategy_options)
     core = ControllerCore(config.space, strategy, config.run, MemoryJournal(), time.time,
                           run_info(config))
     t1 = clock()
-    core.resume(events, config.run.resume_grace)
+    n = core.resume(iter_events(path), config.run.resume_grace)
     t_replay = clock() - t1
-    return {"events": len(events), "read_s": t_read, "replay_s": t_replay, "total_s": t_read + t_replay,
+    return {"events": n, "read_s": t_read, "replay_s": t_replay, "total_s": t_read + t_replay,
             "completed": core.view.n_completed}
 
 
