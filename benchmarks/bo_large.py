@@ -1,6 +1,6 @@
 """Ask time of async-bo at many observations (6-D), bounded fit against the unbounded one.
 
-    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/bo_large.py [--sizes 200 400 800 1600 3200]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bo_large.py [--sizes 200 400 800 1600 3200]
 
 The ask runs in the controller's loop, so its worst case must stay inside the liveness
 window (3 s by default). For each size n: a fresh strategy, n seeded random Hartmann6

@@ -1,6 +1,6 @@
 """Ask latency: a result arrives, the model is updated, the next point is chosen.
 
-    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/bo_latency.py [--impl both]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bo_latency.py [--impl both]
 
 Same protocol for both implementations, on the same data: start from ``n0`` seeded
 random observations and 2 pending points; then ``steps`` times, complete the oldest

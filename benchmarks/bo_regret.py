@@ -1,6 +1,6 @@
 """Final regret of async-bo (and Trieste, side by side) in simulated time.
 
-    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/bo_regret.py [--problem branin]
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/bo_regret.py [--problem branin]
         [--seeds 10] [--first 0] [--jobs 1] [--impl tether|trieste|both]
         [--strategy async-bo] [--opt key=value ...]
 

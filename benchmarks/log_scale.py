@@ -3,9 +3,9 @@
 
 Reproduce (from the repository root)::
 
-    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/log_scale.py --json out.json
-    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/log_scale.py --quick          # smoke run
-    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/log_scale.py --replay-only    # in-process
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/log_scale.py --json out.json
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/log_scale.py --quick          # smoke run
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/log_scale.py --replay-only    # in-process
 
 1. **Generate** a log in the contract format (DESIGN.md, "Evaluation log") through
    ``tether.log.journal.JournalWriter``: ``--evaluations`` (default 250,000) evaluations
@@ -57,7 +57,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-CHECKLOG = Path(os.environ.get("TETHER_CHECKLOG", "/work/shared/contract/checklog.py"))
+CHECKLOG = Path(os.environ.get("TETHER_CHECKLOG", str(Path(__file__).resolve().parent.parent / "tests" / "contract.py")))
 WORKERS = 16
 
 CONFIG: dict[str, Any] = {

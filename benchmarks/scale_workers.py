@@ -3,8 +3,8 @@
 
 Reproduce (from the repository root)::
 
-    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/scale_workers.py --json out.json
-    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/scale_workers.py --quick   # smoke run
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/scale_workers.py --json out.json
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/scale_workers.py --quick   # smoke run
 
 The controller is the real one (``python -m tether controller CONFIG --address-file F``,
 strategy ``random``, log on, ``[run] heartbeat`` and ``liveness`` as given, defaults 1 s

@@ -4,8 +4,8 @@
 Reproduce (from the repository root; the POAP environment is made on first use by
 ``benchmarks/peer_env.sh poap``)::
 
-    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/throughput.py --json out.json
-    PYTHONPATH=$PWD /work/main/.venv/bin/python benchmarks/throughput.py --quick   # smoke run
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/throughput.py --json out.json
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/throughput.py --quick   # smoke run
 
 Configurations (``--workers 1 4 16 64``, plus ``--agent-slots 16``):
 
@@ -15,7 +15,7 @@ Configurations (``--workers 1 4 16 64``, plus ``--agent-slots 16``):
   tether.problems:trivial``). The workers are started first and the controller only once
   they are idle (imports done, polling for the address file), so the start-up of many
   Python processes on a small machine does not eat into the measurement. Each log must
-  pass ``/work/shared/contract/checklog.py --completed BUDGET``. The rate is read from the
+  pass ``tests/contract.py LOG --completed BUDGET`` (the repository's log-contract checker). The rate is read from the
   log: completions after the later of the first 10 % and the last ``worker_joined``,
   divided by the time from there to the last completion.
 - **tether, one agent with 16 slots**: one ``tether worker --slots 16`` process; reported
@@ -63,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-CHECKLOG = Path(os.environ.get("TETHER_CHECKLOG", "/work/shared/contract/checklog.py"))
+CHECKLOG = Path(os.environ.get("TETHER_CHECKLOG", str(Path(__file__).resolve().parent.parent / "tests" / "contract.py")))
 PEER_ENV = HERE / "peer_env.sh"
 POAP_PY = HERE / ".venv-poap" / "bin" / "python"
 OBJECTIVE = "tether.problems:trivial"

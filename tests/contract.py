@@ -98,3 +98,25 @@ def _check_line(i: int, e: dict[str, Any], dim: int | None) -> None:
         assert isinstance(e["value"], float | int) and math.isfinite(e["value"]), e
     if kind == "failed":
         assert isinstance(e.get("error"), str) and e["error"], e
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python tests/contract.py LOG [--completed N]``: the checker as a command (the
+    benchmarks check every log they measure with it)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="check a tether log against the contract")
+    ap.add_argument("log")
+    ap.add_argument("--completed", type=int)
+    a = ap.parse_args(argv)
+    try:
+        counts = check_log(a.log, a.completed)
+    except AssertionError as exc:
+        print(f"FAIL: {exc}")
+        return 1
+    print(json.dumps(dict(counts)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
