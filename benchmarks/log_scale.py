@@ -57,7 +57,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-CHECKLOG = Path(os.environ.get("TETHER_CHECKLOG", str(Path(__file__).resolve().parent.parent / "tests" / "contract.py")))
+# the repository's own log-contract checker, as a command
+_REPO_CHECKER = str(Path(__file__).resolve().parent.parent / "tests" / "contract.py")
+CHECKLOG = Path(os.environ.get("TETHER_CHECKLOG", _REPO_CHECKER))
 WORKERS = 16
 
 CONFIG: dict[str, Any] = {

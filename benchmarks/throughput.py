@@ -15,7 +15,8 @@ Configurations (``--workers 1 4 16 64``, plus ``--agent-slots 16``):
   tether.problems:trivial``). The workers are started first and the controller only once
   they are idle (imports done, polling for the address file), so the start-up of many
   Python processes on a small machine does not eat into the measurement. Each log must
-  pass ``tests/contract.py LOG --completed BUDGET`` (the repository's log-contract checker). The rate is read from the
+  pass ``tests/contract.py LOG --completed BUDGET`` (the repository's log checker). The
+  rate is read from the
   log: completions after the later of the first 10 % and the last ``worker_joined``,
   divided by the time from there to the last completion.
 - **tether, one agent with 16 slots**: one ``tether worker --slots 16`` process; reported
@@ -63,7 +64,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-CHECKLOG = Path(os.environ.get("TETHER_CHECKLOG", str(Path(__file__).resolve().parent.parent / "tests" / "contract.py")))
+# the repository's own log-contract checker, as a command
+_REPO_CHECKER = str(Path(__file__).resolve().parent.parent / "tests" / "contract.py")
+CHECKLOG = Path(os.environ.get("TETHER_CHECKLOG", _REPO_CHECKER))
 PEER_ENV = HERE / "peer_env.sh"
 POAP_PY = HERE / ".venv-poap" / "bin" / "python"
 OBJECTIVE = "tether.problems:trivial"
