@@ -70,3 +70,19 @@ def slow_asks(space: Space, budget: int, options: Mapping[str, Any]) -> Strategy
             return super().propose(view)
 
     return SlowAsks(space, seed=0)
+
+
+def breaks_after(space: Space, budget: int, options: Mapping[str, Any]) -> Strategy:
+    """Random sampling that raises on its ``after``-th ask, unless TETHER_TEST_FIXED is
+    set (the user fixed the strategy before resuming)."""
+    after = int(options.get("after", 5))
+
+    class Breaks(RandomSampling):
+        name = "breaks"
+
+        def propose(self, view: RunView) -> Proposal | None:
+            if len(view.records) >= after and not os.environ.get("TETHER_TEST_FIXED"):
+                raise ZeroDivisionError("the model blew up")
+            return super().propose(view)
+
+    return Breaks(space, seed=0)

@@ -179,3 +179,37 @@ def test_status_with_keys_needs_them(cluster: Cluster, tmp_path: Path) -> None:
     assert joined[0]["key"].startswith("sha256:")  # the fingerprint, never the key
     flag.write_text("")
     assert cluster.wait_controller(60) == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_strategy_error_ends_the_run_with_one_line_and_resume_retries(
+        cluster: Cluster) -> None:
+    cfg = cluster.config(budget=10, strategy="tests.integration.objectives:breaks_after",
+                         run=FAST)
+    cluster.start_controller(config=cfg)
+    cluster.start_worker(python="tests.integration.objectives:quadratic")
+    assert cluster.wait_controller(60) == 1
+    out = cluster.output("controller")
+    line = ("tether controller: strategy error: breaks raised ZeroDivisionError: the model "
+            "blew up")
+    assert line in out and "Traceback" not in out
+    end = events_of(cluster.log, "run_finished")[-1]
+    assert end["reason"].startswith("strategy error: breaks raised ZeroDivisionError")
+    assert "Traceback" in end["traceback"] and "the model blew up" in end["traceback"]
+    check_log(cluster.log)  # what was in flight was killed with the run, logged once
+    # resumed unchanged: the replay succeeds, the next ask fails the same way
+    cluster.start_controller("--resume", config=cfg)
+    cluster.start_worker(python="tests.integration.objectives:quadratic", name="again")
+    assert cluster.wait_controller(60) == 1
+    assert cluster.output("controller").count(line) == 2
+    # the user fixed the strategy: the resume carries the run to its budget
+    import os
+
+    os.environ["TETHER_TEST_FIXED"] = "1"
+    try:
+        cluster.start_controller("--resume", config=cfg)
+        cluster.start_worker(python="tests.integration.objectives:quadratic", name="fixed")
+    finally:
+        del os.environ["TETHER_TEST_FIXED"]
+    assert cluster.wait_controller(60) == 0
+    check_log(cluster.log, completed=10)
