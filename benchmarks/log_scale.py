@@ -147,6 +147,13 @@ def run_started_info() -> dict[str, Any]:
     return run_info(config)
 
 
+def _put(j: Any, kind: str, t: float, **fields: Any) -> None:
+    """Write one event through the typed event model, as the controller does."""
+    from tether.events import parse_event
+
+    j.append(parse_event({"event": kind, "t": t, **fields}))
+
+
 def generate(path: Path, evaluations: int) -> dict[str, Any]:
     """Write the log through JournalWriter; return the write figures."""
     from tether.log.journal import JournalWriter
@@ -161,9 +168,9 @@ def generate(path: Path, evaluations: int) -> dict[str, Any]:
     j = JournalWriter(path)
     clock = time.perf_counter
     t0 = clock()
-    j.append("run_started", t, **info)
+    _put(j, "run_started", t, **info)
     for w in range(WORKERS):
-        j.append("worker_joined", t, worker=f"w{w}", slots=1)
+        _put(j, "worker_joined", t, worker=f"w{w}", slots=1)
     j.flush()
     best = (math.inf, [0.0, 0.0])
     xs: dict[int, list[float]] = {}
@@ -173,8 +180,8 @@ def generate(path: Path, evaluations: int) -> dict[str, Any]:
         x = xs.pop(eid)
         value = x[0] + x[1]
         worker = f"w{eid % WORKERS}"
-        j.append("partial", now, eval_id=eid, worker=worker, value=value + 0.5, step=0)
-        j.append("completed", now, eval_id=eid, worker=worker, value=value)
+        _put(j, "partial", now, eval_id=eid, worker=worker, value=value + 0.5, step=0)
+        _put(j, "completed", now, eval_id=eid, worker=worker, value=value)
         if value < best[0]:
             best = (value, x)
 
@@ -182,8 +189,8 @@ def generate(path: Path, evaluations: int) -> dict[str, Any]:
         t += 1e-3
         x = [rnd.random(), rnd.random()]
         xs[eid] = x
-        j.append("proposed", t, eval_id=eid, x=x)
-        j.append("started", t, eval_id=eid, worker=f"w{eid % WORKERS}", attempt=0)
+        _put(j, "proposed", t, eval_id=eid, x=x)
+        _put(j, "started", t, eval_id=eid, worker=f"w{eid % WORKERS}", attempt=0)
         if eid >= WORKERS:
             finish(eid - WORKERS, t)
         j.flush()  # one flush per loop turn
@@ -191,7 +198,7 @@ def generate(path: Path, evaluations: int) -> dict[str, Any]:
         t += 1e-3
         finish(eid, t)
         j.flush()
-    j.append("run_finished", t, reason="budget", completed=evaluations, best_value=best[0],
+    _put(j, "run_finished", t, reason="budget", completed=evaluations, best_value=best[0],
              best_x=best[1])
     j.close()
     wall = clock() - t0
@@ -209,10 +216,10 @@ def write_rate_fsync(path: Path, evaluations: int) -> dict[str, Any]:
     clock = time.perf_counter
     t0 = clock()
     for eid in range(evaluations):
-        j.append("proposed", 0.0, eval_id=eid, x=[0.5, 0.5])
-        j.append("started", 0.0, eval_id=eid, worker="w0", attempt=0)
-        j.append("partial", 0.0, eval_id=eid, worker="w0", value=1.0, step=0)
-        j.append("completed", 0.0, eval_id=eid, worker="w0", value=1.0)
+        _put(j, "proposed", 0.0, eval_id=eid, x=[0.5, 0.5])
+        _put(j, "started", 0.0, eval_id=eid, worker="w0", attempt=0)
+        _put(j, "partial", 0.0, eval_id=eid, worker="w0", value=1.0, step=0)
+        _put(j, "completed", 0.0, eval_id=eid, worker="w0", value=1.0)
         j.flush()
     j.close()
     wall = clock() - t0
