@@ -170,36 +170,42 @@ class Simulator:
                 frame = s.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            msg = unpackb(frame)
-            kind = msg.get("t")
-            self.counts[f"rx_{kind}"] += 1
-            if kind == "evaluate":
-                ref = (msg["eval_id"], msg["attempt"])
-                if self.instant:
-                    self.result(i, ref, now)
-                else:
-                    self.held[i].append(ref)
-                    self.n_held += 1
-                    if self.n_held == self.n * self.slots:
-                        self.t_all_held = time.time()
-            elif kind == "welcome":
-                self.hb = float(msg["heartbeat"])
-                if not self.welcomed[i]:
-                    self.welcomed[i] = True
-                    self.n_welcomed += 1
-                    if self.n_welcomed == self.n:
-                        self.t_all_welcomed = time.time()
-                self.due.append((self.last_tx[i] + self.hb, i))
-            elif kind == "rehello":
-                self.send(i, self.hello(i), now)
-            elif kind == "kill":
-                ref = (msg["eval_id"], msg["attempt"])
-                if ref in self.held[i]:
-                    self.held[i].remove(ref)
-                    self.n_held -= 1
-                self.send(i, self.packb({"v": 1, "t": "killed", "eval_id": ref[0], "attempt": ref[1],
-                                         "reason": "killed"}), now)
-            # ack, heartbeat, drained, terminate: nothing to do
+            obj = unpackb(frame)
+            # a frame holds one message (a map) or several (an array of maps)
+            for msg in obj if isinstance(obj, list) else [obj]:
+                self.handle(i, msg, now)
+
+    def handle(self, i: int, msg: dict, now: float) -> None:
+        """One message from the controller to simulated worker ``i``."""
+        kind = msg.get("t")
+        self.counts[f"rx_{kind}"] += 1
+        if kind == "evaluate":
+            ref = (msg["eval_id"], msg["attempt"])
+            if self.instant:
+                self.result(i, ref, now)
+            else:
+                self.held[i].append(ref)
+                self.n_held += 1
+                if self.n_held == self.n * self.slots:
+                    self.t_all_held = time.time()
+        elif kind == "welcome":
+            self.hb = float(msg["heartbeat"])
+            if not self.welcomed[i]:
+                self.welcomed[i] = True
+                self.n_welcomed += 1
+                if self.n_welcomed == self.n:
+                    self.t_all_welcomed = time.time()
+            self.due.append((self.last_tx[i] + self.hb, i))
+        elif kind == "rehello":
+            self.send(i, self.hello(i), now)
+        elif kind == "kill":
+            ref = (msg["eval_id"], msg["attempt"])
+            if ref in self.held[i]:
+                self.held[i].remove(ref)
+                self.n_held -= 1
+            self.send(i, self.packb({"v": 1, "t": "killed", "eval_id": ref[0], "attempt": ref[1],
+                                     "reason": "killed"}), now)
+        # ack, heartbeat, drained, terminate: nothing to do
 
     def result(self, i: int, ref: tuple[int, int], now: float) -> None:
         self.send(i, self.packb({"v": 1, "t": "result", "eval_id": ref[0], "attempt": ref[1],
