@@ -153,7 +153,7 @@ def test_log_commands_on_a_real_log(cluster: Cluster) -> None:
     e = run_cli("log", "export", str(cluster.log), cwd=cluster.tmp)
     assert e.returncode == 0 and len(e.stdout.strip().splitlines()) == 6
     sh = run_cli("log", "show", str(cluster.log), "0", cwd=cluster.tmp)
-    assert sh.returncode == 0 and '"proposed"' in sh.stdout
+    assert sh.returncode == 0 and "eval 0" in sh.stdout and "started on w0" in sh.stdout
 
 
 def test_malformed_messages_never_crash_the_controller(cluster: Cluster) -> None:
