@@ -41,6 +41,7 @@ ALL_MESSAGES: list[m.Message] = [
     m.Terminate("budget"),
     m.Drained(),
     m.Rehello(),
+    m.Running(4, 1),
     m.StatusQuery(),
     m.Status({"completed": 3, "workers": [{"name": "w0"}]}),
     m.Heartbeat(),

@@ -187,3 +187,23 @@ def test_malformed_frames_are_counted_by_reason() -> None:
     sess.drop(b"X", "not msgpack: junk")
     sess.drop(b"Y", "not msgpack: other junk")
     assert sess.stats.refused == {"not msgpack": 2} and sess.stats.dropped == 2
+
+
+def test_a_prefetched_evaluation_times_out_from_when_it_started() -> None:
+    sess, journal, clock = make(eval_timeout=10.0, prefetch=1)
+    sess.receive(b"A", hello("a"), clock.t)
+    first, queued = evaluates(sent(sess), b"A")
+    clock.t += 8.0  # the first one ran for 8 s; the queued one waited behind it
+    sess.receive(b"A", m.Result(first.eval_id, 0, 1.0), clock.t)
+    sess.receive(b"A", m.Running(queued.eval_id, 0), clock.t)
+    for _ in range(5):  # 13 s after its dispatch, 5 s after it started (A keeps talking)
+        clock.t += 1.0
+        sess.receive(b"A", m.Heartbeat(), clock.t)
+        sess.tick(clock.t)
+    assert not journal.of("killed")
+    for _ in range(6):  # 11 s after it started
+        clock.t += 1.0
+        sess.receive(b"A", m.Heartbeat(), clock.t)
+        sess.tick(clock.t)
+    killed = {k["eval_id"]: k["error"] for k in journal.of("killed")}
+    assert killed.get(queued.eval_id, "").startswith("eval_timeout")

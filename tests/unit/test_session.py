@@ -415,7 +415,8 @@ def test_prefetched_evaluations_wait_for_a_slot_and_start_in_order() -> None:
     assert s.hello(0.3).running == ((1, 0), (2, 0), (3, 0))  # a reconnect claims them all
     s.receive(WELCOME, 0.3)
     out = s.finished(m.Result(1, 0, 5.0), 1.0)
-    assert out == [m.Result(1, 0, 5.0), StartEval(2, 0, (0.1, 0.1), 0.0)]
+    # the controller is told it started: its timeout counts from now, not from dispatch
+    assert out == [m.Result(1, 0, 5.0), StartEval(2, 0, (0.1, 0.1), 0.0), m.Running(2, 0)]
     # a kill of a queued evaluation ends it here, without starting it
     assert s.receive(m.Kill(3, 0, "no longer needed"), 1.1) == [m.Killed(3, 0, "no longer needed")]
     assert s.queued == {} and set(s.running) == {(2, 0)}

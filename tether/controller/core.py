@@ -98,7 +98,8 @@ class ControllerCore:
         self.workers = WorkerPool()
         self.commands: list[Command] = []
         self._orphans: dict[int, float] = {}  # resumed RUNNING evals -> requeue deadline
-        self._timeouts: list[tuple[float, int, float]] = []  # (deadline, eval_id, t_started)
+        self._timeouts: list[tuple[float, int]] = []  # (deadline, eval_id), lazily pruned
+        self._deadline: dict[int, float] = {}  # eval_id -> its current timeout deadline
         self._error_trace = ""
         #: extra counters for run_finished (the session's refused/dropped messages)
         self.counters: Callable[[], dict[str, Any]] | None = None
@@ -162,12 +163,10 @@ class ControllerCore:
         self.state.finished = None
         self._emit(RunStarted(self._now(), {"resumed": True, "replayed": n, **self.run_info}))
         now = self.clock()
-        timeout = self.settings.eval_timeout
         for rec in self.view.pending():
             if rec.status is Status.RUNNING:
                 self._orphans[rec.eval_id] = now + grace
-                heapq.heappush(self._timeouts, (rec.t_started + timeout, rec.eval_id,
-                                                rec.t_started))
+                self._set_deadline(rec.eval_id, rec.t_started)
         if self._deferred_error is not None:
             self.end(self._deferred_error)
         self._check_stops()
@@ -311,9 +310,10 @@ class ControllerCore:
         now = self.clock()
         timeout = self.settings.eval_timeout
         while self._timeouts and self._timeouts[0][0] < now:
-            _, eval_id, t_started = heapq.heappop(self._timeouts)
+            deadline, eval_id = heapq.heappop(self._timeouts)
             rec = self.view.records[eval_id]
-            if rec.status is Status.RUNNING and rec.t_started == t_started:
+            if rec.status is Status.RUNNING and self._deadline.get(eval_id) == deadline:
+                del self._deadline[eval_id]
                 self._kill_record(rec, f"eval_timeout ({timeout:g} s) exceeded")
         for eval_id, deadline in list(self._orphans.items()):
             if now >= deadline:
@@ -415,13 +415,27 @@ class ControllerCore:
         rec = self.view.records[eval_id]
         self.workers.hold(w, eval_id, rec.attempt)
         self._sync_view()
-        self._start(Started(self._now(), eval_id, w.name, rec.attempt))
+        # beyond the worker's slots it waits in the worker's queue (prefetch): its timeout
+        # really starts with the worker's `running`; until then, allow for those ahead of it
+        queued = max(0, len(w.busy) - w.slots)
+        self._start(Started(self._now(), eval_id, w.name, rec.attempt), waits=queued)
         self.commands.append(
             Dispatch(w.name, eval_id, rec.attempt, rec.x, self.settings.eval_timeout))
 
-    def _start(self, ev: Started) -> None:
+    def _start(self, ev: Started, waits: int = 0) -> None:
         self._emit(ev)
-        heapq.heappush(self._timeouts, (ev.t + self.settings.eval_timeout, ev.eval_id, ev.t))
+        self._set_deadline(ev.eval_id, ev.t, waits)
+
+    def _set_deadline(self, eval_id: int, since: float, waits: int = 0) -> None:
+        deadline = since + self.settings.eval_timeout * (1 + waits)
+        self._deadline[eval_id] = deadline
+        heapq.heappush(self._timeouts, (deadline, eval_id))
+
+    def running(self, worker: str, eval_id: int, attempt: int) -> None:
+        """A prefetched evaluation started on its worker: its timeout counts from now."""
+        rec = self.view.records.get(eval_id)
+        if rec is not None and rec.status is Status.RUNNING and rec.worker == worker:
+            self._set_deadline(eval_id, self.clock())
 
     def _kill_record(self, rec: Record, reason: str) -> None:
         self._kill_holders(rec.eval_id, reason)

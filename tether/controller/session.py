@@ -94,6 +94,9 @@ class ControllerSession:
             if self._owns(peer, msg.eval_id, "partial"):
                 self.core.partial(peer.name, msg.eval_id, msg.attempt, msg.value,
                                   _clean_info(msg.info))
+        elif isinstance(msg, m.Running):
+            if self._owns(peer, msg.eval_id, "running"):
+                self.core.running(peer.name, msg.eval_id, msg.attempt)
         elif isinstance(msg, m.Drain):
             self.core.drain(peer.name)
             # once the worker reads this, nothing else is on its way and it may leave

@@ -22,7 +22,7 @@ _TYPES: dict[str, type] = {
     "killed": m.Killed, "drain": m.Drain, "goodbye": m.Goodbye, "welcome": m.Welcome,
     "evaluate": m.Evaluate, "ack": m.Ack, "kill": m.Kill, "terminate": m.Terminate,
     "drained": m.Drained, "rehello": m.Rehello, "heartbeat": m.Heartbeat,
-    "status_query": m.StatusQuery, "status": m.Status,
+    "status_query": m.StatusQuery, "status": m.Status, "running": m.Running,
 }
 _NAMES: dict[type, str] = {cls: name for name, cls in _TYPES.items()}
 

@@ -37,6 +37,14 @@ class Partial:
 
 
 @dataclass(frozen=True, slots=True)
+class Running:
+    """A prefetched evaluation left the worker's queue and started: its timeout starts now."""
+
+    eval_id: int
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
 class Result:
     eval_id: int
     attempt: int
@@ -144,12 +152,12 @@ class Heartbeat:
 
 
 Message = (
-    Hello | Partial | Result | Failure | Killed | Drain | Goodbye
+    Hello | Partial | Running | Result | Failure | Killed | Drain | Goodbye
     | Welcome | Evaluate | Ack | Kill | Terminate | Drained | Rehello | Heartbeat
     | Status | StatusQuery
 )
 
-WORKER_MESSAGES = (Hello, Partial, Result, Failure, Killed, Drain, Goodbye, Heartbeat,
+WORKER_MESSAGES = (Hello, Partial, Running, Result, Failure, Killed, Drain, Goodbye, Heartbeat,
                    StatusQuery)
 CONTROLLER_MESSAGES = (Welcome, Evaluate, Ack, Kill, Terminate, Drained, Rehello, Heartbeat,
                        Status)

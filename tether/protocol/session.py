@@ -147,6 +147,8 @@ class WorkerSession:
             del self.queued[nxt_key]
             self.running[nxt_key] = now
             out.append(start)
+            if self.state == self.READY:  # its timeout runs from now, not from dispatch
+                out += self._sent([m.Running(*nxt_key)], now)
         return out
 
     def partial(self, msg: m.Partial, now: float) -> list[Effect]:
