@@ -243,15 +243,14 @@ class ControllerCore:
             self._sync_view()
 
     def dispatch_failed(self, name: str, eval_id: int, attempt: int) -> None:
-        """The transport could not hand an evaluation to its worker (connection gone or
-        its queue full): the evaluation goes back to the queue at once, without spending a
-        retry, and the worker is dropped until it rejoins (else the next dispatch would go
-        the same way)."""
+        """The transport could not hand an evaluation to its worker: it never left, so it
+        goes back to the queue at once without spending a retry. (What happens to the
+        worker is the transport's call: see ControllerSession.undeliverable.)"""
         w = self.workers.get(name)
         if w is not None:
             self.workers.release(w, eval_id)
         self._requeue(eval_id, name, "dispatch refused by the transport", count_retry=False)
-        self._drop_worker(name, "unreachable", count_retry=False)
+        self._sync_view()
 
     def _requeue(self, eval_id: int, worker: str, reason: str, count_retry: bool) -> None:
         rec = self.view.records.get(eval_id)

@@ -212,10 +212,10 @@ class ControllerServer:
     def _send(self, rid: bytes, msgs: list[m.Message]) -> None:
         try:
             self.sock.send_multipart([rid, codec.encode_many(msgs)], zmq.NOBLOCK)
-        except zmq.ZMQError:  # EHOSTUNREACH (gone) or EAGAIN (peer's queue full)
+        except zmq.ZMQError as exc:  # EHOSTUNREACH (gone) or EAGAIN (peer's queue full)
             self.stats.unroutable += 1
             for msg in msgs:
-                self.session.undeliverable(rid, msg)
+                self.session.undeliverable(rid, msg, gone=exc.errno == zmq.EHOSTUNREACH)
             return
         self.stats.sent += 1
         self.session.sent(rid, self.clock())

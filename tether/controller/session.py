@@ -231,20 +231,25 @@ class ControllerSession:
         out, self._replies = self._replies, []
         return out
 
-    def undeliverable(self, rid: bytes, msg: m.Message) -> None:
-        """The socket refused ``msg``: the connection is gone or its queue is full.
+    def undeliverable(self, rid: bytes, msg: m.Message, gone: bool = False) -> None:
+        """The socket refused ``msg``: the connection is gone (``gone``: EHOSTUNREACH) or its
+        queue is full.
 
-        Either way the worker cannot be given work through it now: its dispatch goes back
-        to the queue at once (no retry spent) and the connection is forgotten, so nothing
-        else is sent into it. A worker that is still there speaks again, is told to
-        ``rehello`` and rejoins with what it holds.
+        A refused dispatch never left: it goes back to the queue without spending a retry.
+        The connection is forgotten either way, so nothing else is sent into it: a vanished
+        worker is lost (as if silent past the window: a retry spent for what it held), a
+        worker whose queue is full leaves as ``unreachable``. One that is still there
+        speaks again, is told to ``rehello`` and rejoins with what it holds.
         """
         peer = self.peers.by_rid.get(rid)
         if peer is None:
             return
+        proven = peer.name in self._proven
         self._forget(peer.name)
         if isinstance(msg, m.Evaluate):
             self.core.dispatch_failed(peer.name, msg.eval_id, msg.attempt)
+        if gone:
+            self.core.lost(peer.name, spend_retry=proven)
         else:
             self.core.leave(peer.name, "unreachable")
 
