@@ -63,6 +63,7 @@ def slow_asks(space: Space, budget: int, options: Mapping[str, Any]) -> Strategy
 
     class SlowAsks(RandomSampling):
         name = "slow-asks"
+        prefetch = 0  # it stands for a model-based strategy
 
         def propose(self, view: RunView) -> Proposal | None:
             if len(view.records) >= 2:
