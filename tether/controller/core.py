@@ -217,21 +217,24 @@ class ControllerCore:
         self._drop_worker(name, reason, count_retry=False)
 
     def lost(self, name: str, spend_retry: bool = True) -> None:
-        """A worker went silent past the liveness window.
+        """A worker went silent past the liveness window (or its connection vanished).
 
-        ``spend_retry=False`` for a worker that never answered anything: its silence says
-        nothing about the evaluation (a flood of idle connections must not fail work).
+        Its evaluations are logged ``lost`` and re-queued. ``spend_retry=False`` for a
+        worker that never answered anything: its loss says nothing about the evaluation
+        (a flood of connections that never answer must not fail work), so the attempt
+        count stays.
         """
-        self._drop_worker(name, "lost", count_retry=spend_retry)
+        self._drop_worker(name, "lost", count_retry=spend_retry, lost=True)
 
-    def _drop_worker(self, name: str, reason: str, count_retry: bool) -> None:
+    def _drop_worker(self, name: str, reason: str, count_retry: bool,
+                     lost: bool = False) -> None:
         w = self.workers.remove(name)
         if w is None:
             return
         self._emit(WorkerLeft(self._now(), name, reason))
-        why = "worker lost" if count_retry else reason
+        why = "worker lost" if lost else reason
         for eval_id in list(w.busy):
-            self._requeue(eval_id, name, why, count_retry=count_retry)
+            self._requeue(eval_id, name, why, count_retry=count_retry, lost=lost)
         self._sync_view()
         self.pump()
 
@@ -252,11 +255,12 @@ class ControllerCore:
         self._requeue(eval_id, name, "dispatch refused by the transport", count_retry=False)
         self._sync_view()
 
-    def _requeue(self, eval_id: int, worker: str, reason: str, count_retry: bool) -> None:
+    def _requeue(self, eval_id: int, worker: str, reason: str, count_retry: bool,
+                 lost: bool = False) -> None:
         rec = self.view.records.get(eval_id)
         if rec is None or rec.status is not Status.RUNNING or rec.worker != worker:
             return  # finished already, or a later attempt runs elsewhere
-        if count_retry:
+        if count_retry or lost:
             self._emit(Lost(self._now(), eval_id, worker, rec.attempt, reason))
         attempt = rec.attempt + (1 if count_retry else 0)
         if count_retry and attempt > self.settings.max_retries:
