@@ -27,7 +27,7 @@ def status(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(120)
 def test_status_lists_workers_and_what_they_run(cluster: Cluster, tmp_path: Path) -> None:
     flag = tmp_path / "go"
-    cluster.start_controller(config=cluster.config(budget=6, run=FAST))
+    cluster.start_controller(config=cluster.config(budget=6, run=f"{FAST}\nprefetch = 0"))
     import os
 
     os.environ["TETHER_TEST_FLAG"] = str(flag)
@@ -36,7 +36,8 @@ def test_status_lists_workers_and_what_they_run(cluster: Cluster, tmp_path: Path
             cluster.start_worker(python=SLOW)
     finally:
         del os.environ["TETHER_TEST_FLAG"]
-    wait_for(lambda: len(events_of(cluster.log, "started")) >= 2, 60, "both workers busy")
+    wait_for(lambda: {e["worker"] for e in events_of(cluster.log, "started")} == {"w0", "w1"},
+             60, "both workers busy")
     out = status(cluster, "--json")
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)
