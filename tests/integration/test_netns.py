@@ -71,7 +71,8 @@ def netns() -> Iterator[tuple[str, str, str]]:
 
 def test_network_cut_longer_than_liveness(cluster: Cluster, netns: tuple[str, str, str]) -> None:
     ns, host_if, ip = netns
-    cfg = cluster.config(budget=60, run=f"heartbeat = {HEARTBEAT}\nliveness = {LIVENESS}")
+    # one evaluation per worker at a time, so the cut strands exactly one
+    cfg = cluster.config(budget=60, run=f"heartbeat = {HEARTBEAT}\nliveness = {LIVENESS}\nprefetch = 0")
     # bind every interface: the host worker dials 127.0.0.1, the namespaced one the
     # veth address (taking a link down also takes away its local address on the host)
     cluster.start_controller("--bind", "tcp://0.0.0.0:0", config=cfg)
