@@ -122,7 +122,8 @@ def main() -> None:
     extra: dict[str, Any] = {}
     for kv in a.opt:
         k, _, v = kv.partition("=")
-        extra[k] = int(v) if v.lstrip("-").isdigit() else v
+        extra[k] = (int(v) if v.lstrip("-").isdigit()
+                    else {"true": True, "false": False}.get(v, v))
     problems = list(PROBLEMS) if a.problem == "all" else [a.problem]
     rows: list[dict[str, Any]] = []
     impls = ["tether", "trieste"] if a.impl == "both" else [a.impl]

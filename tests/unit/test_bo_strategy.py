@@ -21,6 +21,7 @@ from tether.space import Space
 from tether.strategies import create
 from tether.strategies.bo import parse_options
 from tether.strategies.bo.model import GPModel, fit_subset
+from tether.strategies.bo.strategy import WARM_ITERS
 
 pytestmark = pytest.mark.bo
 
@@ -163,6 +164,28 @@ def test_fit_subset_keeps_the_best_quarter() -> None:
     keep = fit_subset(y, 40, np.random.default_rng(1))
     assert len(keep) == len(set(keep)) == 40 and list(keep) == sorted(keep)
     assert set(np.argsort(y)[:10]) <= set(keep)
+
+
+def test_capped_warm_refits_track_the_optimum() -> None:
+    # the strategy's warm refits run WARM_ITERS L-BFGS-B iterations from the previous
+    # hyperparameters: each one is short, and a few in a row reach the converged loss
+    model, x, y = _branin_model(30, data_seed=5)
+    model.fit(restarts=2)
+    rng = np.random.default_rng(6)
+    x2 = np.vstack([x, rng.random((6, 2))])
+    y2 = np.concatenate([y, [branin(p) for p in x2[30:]]])
+    model.set_data(x2, y2)
+    start = model.get_theta()
+    converged = model.fit()
+    model.set_theta(start)
+    seen = _count_loss_calls(model)
+    losses = []
+    for _ in range(4):
+        seen.clear()
+        losses.append(model.fit(maxiter=WARM_ITERS))
+        assert len(seen) <= 4 * WARM_ITERS
+    assert losses[0] > converged + 1e-3  # one capped refit is not the whole way here
+    assert losses[-1] <= converged + 1e-3
 
 
 def test_fit_stops_at_its_deadline() -> None:
