@@ -50,7 +50,6 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     default_explore = 4 * (space.dim + 1) if budget is None else min(4 * (space.dim + 1),
                                                                      budget // 3)
     explore_evals = o.get("explore_evals", default_explore, int) if name == "async-bo" else 0
-    esc = o.get("escape", False, bool) if name == "async-bo" else False
     o.done()
     _choice("explore", explore, EXPLORERS)
     if explore_evals < 0:
@@ -83,8 +82,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     return BOSettings(initial_points=init, seed=seed, kernel=kernel, acquisition=acq,
                       penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
                       candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead,
-                      explore=explore, explore_evals=explore_evals if explore != "none" else 0,
-                      escape=esc)
+                      explore=explore, explore_evals=explore_evals if explore != "none" else 0)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -136,9 +136,9 @@ class PenalizedLogEI:
         return val, g
 
 
-def maximize(acq: AcqFn, candidates: np.ndarray, n_starts: int = 6, maxiter: int = 60,
-             box: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, float]:
-    """Best point of ``acq`` over the unit cube (or over ``box`` = (lo, hi) inside it).
+def maximize(acq: AcqFn, candidates: np.ndarray, n_starts: int = 6,
+             maxiter: int = 60) -> tuple[np.ndarray, float]:
+    """Best point of ``acq`` over the unit cube.
 
     Scores every candidate (quasi-random points plus the best observed points), then
     polishes the ``n_starts`` best by one L-BFGS-B run over all of them at once: the
@@ -155,11 +155,9 @@ def maximize(acq: AcqFn, candidates: np.ndarray, n_starts: int = 6, maxiter: int
         assert g is not None
         return -float(v.sum()), -g.ravel()
 
-    lo, hi = box if box is not None else (np.zeros(d), np.ones(d))
     res = minimize(fun, starts.ravel(), jac=True, method="L-BFGS-B",
-                   bounds=list(zip(np.tile(lo, m), np.tile(hi, m), strict=True)),
-                   options={"maxiter": maxiter})
-    polished = np.clip(res.x.reshape(m, d), lo, hi)
+                   bounds=[(0.0, 1.0)] * (m * d), options={"maxiter": maxiter})
+    polished = np.clip(res.x.reshape(m, d), 0.0, 1.0)
     pv, _ = acq(polished, False)
     i = int(np.argmax(pv))
     if pv[i] >= vals[order[0]]:

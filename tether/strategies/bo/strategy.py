@@ -22,7 +22,6 @@ from scipy.stats import qmc, rankdata
 from tether.records import Evaluate, Proposal, Record, RunView, Status
 from tether.space import Space
 from tether.strategies.base import Strategy, rng_for
-from tether.strategies.bo import escape
 from tether.strategies.bo.acquisition import PenalizedLogEI, lipschitz, maximize
 from tether.strategies.bo.model import GPModel, Posterior
 
@@ -34,7 +33,6 @@ DESIGN_STREAM = 1 << 30
 # 0.001-0.01 nats; three iterations (about 6 calls) get within 0.004 nats of it, and the
 # next refit starts from there, so the hyperparameters still track the optimum.
 WARM_ITERS = 3
-ESCAPE_EVERY = 3  # with escape = true, every third ask is an escape ask (escape.py)
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,6 @@ class BOSettings:
     ask_ahead: int = 0  # async-bo: points prepared while every worker is busy
     explore: str = "none"  # async-bo: none | dycors (the first explore_evals points)
     explore_evals: int = 0
-    escape: bool = False  # async-bo: escape episodes once the incumbent stalls (escape.py)
 
 
 class BayesOpt(Strategy):
@@ -219,7 +216,6 @@ class AsyncBO(BayesOpt):
         super().__init__(space, settings)
         self.ask_ahead = settings.ask_ahead
         self.explorer = explorer
-        self._local: GPModel | None = None  # the escape episodes' GP, built when first needed
 
     def warm_start(self, records: Sequence[Record]) -> None:
         super().warm_start(records)
@@ -237,52 +233,7 @@ class AsyncBO(BayesOpt):
             return self.evaluate(self.design_point(len(view.records)))
         if view.remaining <= self.settings.exploit:
             return self.evaluate(self.exploit_point(view))
-        if self.settings.escape:
-            u = self.escape_point(view)
-            if u is not None:
-                return Evaluate.at(self.space.from_unit(u), tag=escape.TAG)
         return self.evaluate(self.next_point(view))
-
-    def escape_point(self, view: RunView) -> np.ndarray | None:
-        """The next escape ask (see escape.py), or None when the global GP should ask."""
-        if view.remaining <= self.dim + 4 or len(view.records) % ESCAPE_EVERY:
-            return None  # the last asks and two in three polish the incumbent
-        self.update_model(view)
-        x, y = self.data(view)
-        post = self._post
-        assert post is not None
-        ls = post.hyp.lengthscales
-        far = escape.far_data(x, y, ls)
-        if len(far) < MIN_DATA:
-            return None
-        return self._far_ask(view, x[far], y[far], x[int(np.argmin(y))], ls)
-
-    def _far_ask(self, view: RunView, x: np.ndarray, y: np.ndarray, inc: np.ndarray,
-                 ls: np.ndarray) -> np.ndarray | None:
-        """log-EI of a GP on the far points, outside the incumbent's neighbourhood."""
-        if self._local is None:
-            self._local = GPModel(self.dim, kernel=self.settings.kernel, noise=self.settings.noise)
-        model = self._local
-        rng = rng_for(self.settings.seed, len(view.records))
-        model.set_data(x, y)
-        model.fit(restarts=1, rng=rng)
-        post = model.posterior()
-        y_std = model.targets()
-        sobol = qmc.Sobol(self.dim, scramble=True, seed=rng).random_base2(self._cand_m)
-        top = x[np.argsort(y_std)[:3]]
-        local = np.clip(np.repeat(top, 10, 0)
-                        + 0.05 * rng.standard_normal((10 * len(top), self.dim)), 0.0, 1.0)
-        cands = np.vstack([sobol, top, local])
-        cands = cands[escape.scaled_dist(cands, inc, ls) > escape.FAR]
-        if len(cands) == 0:
-            return None
-        lip = lipschitz(post, sobol[:200])
-        acq = PenalizedLogEI(post, float(y_std.min()), self.busy_points(view), lip,
-                             penalizer=self.settings.penalizer)
-        u, _ = maximize(acq, cands, n_starts=self.settings.n_starts)
-        if escape.scaled_dist(u[None, :], inc, ls)[0] <= escape.FAR:
-            return None  # the polish slid back into the incumbent's neighbourhood
-        return u
 
 
 class BatchBO(BayesOpt):
