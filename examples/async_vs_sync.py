@@ -216,16 +216,19 @@ def main() -> None:
 
 def _table(traces: dict[str, list[Trace]]) -> None:
     print("| strategy | median wall time | busy share (to last dispatch) | median final regret "
-          "| regret quartiles | ask CPU per evaluation |")
-    print("|---|---|---|---|---|---|")
+          "| regret quartiles | runs >= 0.05 | ask CPU per evaluation |")
+    print("|---|---|---|---|---|---|---|")
     for name, ts in traces.items():
-        reg = [t.regret()[-1] for t in ts]
+        reg = np.array([t.regret()[-1] for t in ts])
         q1, q3 = np.percentile(reg, [25, 75])
         asks = np.median([t.ask_cpu / len(t.values) for t in ts]) * 1e3
         print(f"| {name} | {np.median([t.wall for t in ts]):.2f} s | "
               f"{100 * np.median([t.busy for t in ts]):.0f}% "
               f"({100 * np.median([t.busy_dispatch for t in ts]):.0f}%) | "
-              f"{np.median(reg):.1e} | {q1:.1e}–{q3:.1e} | {asks:.0f} ms |")
+              f"{np.median(reg):.1e} | {q1:.1e}–{q3:.1e} | {(reg >= 0.05).sum()} of {len(reg)} "
+              f"| {asks:.0f} ms |")
+        print("  per seed: wall " + " ".join(f"{t.wall:.1f}" for t in ts)
+              + " | regret " + " ".join(f"{r:.1e}" for r in reg))
 
 
 def _plot(traces: dict[str, list[Trace]], out: str, runner: str) -> None:

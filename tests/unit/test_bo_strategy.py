@@ -169,20 +169,21 @@ def test_fit_subset_keeps_the_best_quarter() -> None:
 def test_capped_warm_refits_track_the_optimum() -> None:
     # the strategy's warm refits run WARM_ITERS L-BFGS-B iterations from the previous
     # hyperparameters: each one is short, and a few in a row reach the converged loss
+    # (no time limit here: a loaded machine must not change the path)
     model, x, y = _branin_model(30, data_seed=5)
-    model.fit(restarts=2)
+    model.fit(restarts=2, seconds=1e9)
     rng = np.random.default_rng(6)
     x2 = np.vstack([x, rng.random((6, 2))])
     y2 = np.concatenate([y, [branin(p) for p in x2[30:]]])
     model.set_data(x2, y2)
     start = model.get_theta()
-    converged = model.fit()
+    converged = model.fit(seconds=1e9)
     model.set_theta(start)
     seen = _count_loss_calls(model)
     losses = []
-    for _ in range(4):
+    for _ in range(6):
         seen.clear()
-        losses.append(model.fit(maxiter=WARM_ITERS))
+        losses.append(model.fit(maxiter=WARM_ITERS, seconds=1e9))
         assert len(seen) <= 4 * WARM_ITERS
     assert losses[0] > converged + 1e-3  # one capped refit is not the whole way here
     assert losses[-1] <= converged + 1e-3
