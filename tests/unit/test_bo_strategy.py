@@ -222,6 +222,23 @@ def test_refit_policy() -> None:
     assert s.model.n_fits == before
 
 
+def test_warm_refits_thin_out_as_the_data_grow() -> None:
+    sp = Space.unit(2)
+    s = create("async-bo", sp, 1000, {"seed": 0, "explore": "none"})
+    rng = np.random.default_rng(3)
+    done = [(list(x), branin(x)) for x in rng.random((199, 2))]
+    s.update_model(_view(sp, done))  # the first, multi-start fit at n = 199
+    fitted_at = []
+    for x in rng.random((9, 2)):
+        before = s.model.n_fits
+        done.append((list(x), branin(x)))
+        s.update_model(_view(sp, done))
+        if s.model.n_fits > before:
+            fitted_at.append(len(done))
+    # n = 200 ... 208: a warm refit once 200 // 50 = 4 results have arrived since the last
+    assert fitted_at == [203, 207]
+
+
 def test_design_phase_then_model_with_pending_points_respected() -> None:
     sp = Space.unit(2)
     s1 = create("async-bo", sp, 30, {"seed": 7, "initial_points": 3, "explore": "none"})
