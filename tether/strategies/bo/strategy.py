@@ -59,6 +59,8 @@ class BOSettings:
     ask_ahead: int = 0  # async-bo: points prepared while every worker is busy
     explore: str = "none"  # async-bo: none | dycors (the first explore_evals points)
     explore_evals: int = 0
+    islands: int = 1  # async-bo: independent searches (islands.py)
+    handover: float = 0.8  # async-bo: share of the budget after which the best island asks
 
 
 class BayesOpt(Strategy):
