@@ -110,7 +110,9 @@ def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> Asyn
             # each island its own seed, so their designs differ
             return make_async_bo(space, share, dict(options, islands=1, seed=seed * 7919 + i))
 
-        return Islands(space, budget, settings.islands, settings.handover, island)
+        isl = Islands(space, budget, settings.islands, settings.handover, island)
+        isl.ask_ahead = settings.ask_ahead  # the controller reads it from the top strategy
+        return isl
     from tether.strategies.bo.strategy import AsyncBO
 
     explorer = None
