@@ -34,7 +34,8 @@ CASES = {"branin-2d": (2, scaled_branin, 80), "hartmann-6d": (6, hartmann6, 180)
 TRIESTE_PY = ROOT / "benchmarks" / ".venv-trieste" / "bin" / "python"
 
 
-def tether_case(dim: int, f: Any, n0: int, steps: int) -> list[float]:
+def tether_case(dim: int, f: Any, n0: int, steps: int,
+                cpu: list[float] | None = None) -> list[float]:
     from tether.strategies import create
 
     space = Space.unit(dim)
@@ -55,9 +56,11 @@ def tether_case(dim: int, f: Any, n0: int, steps: int) -> list[float]:
     for _ in range(steps):
         old = view.records[pending.pop(0)]
         view.put(Record(old.eval_id, old.x, Status.COMPLETED, value=f(np.array(old.x))))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         p = s.propose(view)
         times.append(time.perf_counter() - t0)
+        if cpu is not None:
+            cpu.append(time.process_time() - c0)
         assert isinstance(p, Evaluate)
         view.put(Record(nid, p.x, Status.RUNNING))
         pending.append(nid)
@@ -101,12 +104,18 @@ def main() -> None:
             out.update(json.loads(tmp.read_text()))
             tmp.unlink()
             continue
-        fn = tether_case if impl == "tether" else trieste_case
         for case, (dim, f, n0) in CASES.items():
-            out[f"{impl} {case}"] = fn(dim, f, n0, a.steps)
+            cpu: list[float] = []
+            if impl == "tether":
+                out[f"{impl} {case}"] = tether_case(dim, f, n0, a.steps, cpu)
+            else:
+                out[f"{impl} {case}"] = trieste_case(dim, f, n0, a.steps)
             ts = np.array(out[f"{impl} {case}"]) * 1e3
+            # CPU time of this process: what the ask costs when it has a core to itself
+            # (on a loaded machine the wall time adds the waits for one)
+            cs = f"  cpu median {np.median(cpu) * 1e3:6.1f} ms" if cpu else ""
             print(f"{impl:8s} {case:12s} median {np.median(ts):6.1f} ms  p90 "
-                  f"{np.percentile(ts, 90):6.1f} ms  max {ts.max():6.1f} ms", flush=True)
+                  f"{np.percentile(ts, 90):6.1f} ms  max {ts.max():6.1f} ms{cs}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(out))
     if a.impl == "both":

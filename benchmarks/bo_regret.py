@@ -122,7 +122,7 @@ def main() -> None:
     extra: dict[str, Any] = {}
     for kv in a.opt:
         k, _, v = kv.partition("=")
-        extra[k] = int(v) if v.lstrip("-").isdigit() else v
+        extra[k] = _option_value(v)
     problems = list(PROBLEMS) if a.problem == "all" else [a.problem]
     rows: list[dict[str, Any]] = []
     impls = ["tether", "trieste"] if a.impl == "both" else [a.impl]
@@ -137,6 +137,16 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1))
     _summary(rows)
+
+
+def _option_value(v: str) -> Any:
+    """A --opt value as TOML would give it: integer, number, boolean or string."""
+    for kind in (int, float):
+        try:
+            return kind(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v, v)
 
 
 def _run_all(jobs: list[tuple[str, str, int, str, dict[str, Any]]],

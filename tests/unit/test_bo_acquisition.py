@@ -76,6 +76,14 @@ def test_posterior_gradients_match_finite_differences(kind: str) -> None:
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["matern52", "rbf"])
+def test_mean_gradient_alone_equals_the_full_gradient(kind: str) -> None:
+    post = _posterior(kind, n=30, d=3, seed=4)
+    xs = np.random.default_rng(5).random((40, 3))
+    np.testing.assert_allclose(post.mean_grad(xs), post.predict_grad(xs)[2],
+                               rtol=1e-9, atol=1e-10)
+
+
 def test_posterior_interpolates_its_data() -> None:
     rng = np.random.default_rng(5)
     x = rng.random((10, 2))

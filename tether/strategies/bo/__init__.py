@@ -14,6 +14,7 @@ from tether.space import Space
 from tether.strategies.base import Options
 
 if TYPE_CHECKING:
+    from tether.strategies.bo.islands import Islands
     from tether.strategies.bo.strategy import AsyncBO, BatchBO, BOSettings
 
 __all__ = ["make_async_bo", "make_batch_bo", "parse_options"]
@@ -50,8 +51,14 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     default_explore = 4 * (space.dim + 1) if budget is None else min(4 * (space.dim + 1),
                                                                      budget // 3)
     explore_evals = o.get("explore_evals", default_explore, int) if name == "async-bo" else 0
+    islands = o.get("islands", 1, int) if name == "async-bo" else 1
+    handover = o.get("handover", 0.8, float) if name == "async-bo" else 0.8
     o.done()
     _choice("explore", explore, EXPLORERS)
+    if islands < 1:
+        raise ConfigError(f"[strategy] islands must be >= 1, got {islands}")
+    if not 0.0 <= handover <= 1.0:
+        raise ConfigError(f"[strategy] handover must be in [0, 1], got {handover}")
     if explore_evals < 0:
         raise ConfigError(f"[strategy] explore_evals must be >= 0, got {explore_evals}")
     _choice("kernel", kernel, KERNELS)
@@ -82,7 +89,8 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     return BOSettings(initial_points=init, seed=seed, kernel=kernel, acquisition=acq,
                       penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
                       candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead,
-                      explore=explore, explore_evals=explore_evals if explore != "none" else 0)
+                      explore=explore, explore_evals=explore_evals if explore != "none" else 0,
+                      islands=islands, handover=handover)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -90,9 +98,21 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"[strategy] {key} must be one of {', '.join(allowed)}; got {value!r}")
 
 
-def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> AsyncBO:
+def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> AsyncBO | Islands:
     """Factory for ``async-bo`` (imports TensorFlow and GPflow here, not before)."""
     settings = parse_options("async-bo", space, options, budget)
+    if settings.islands > 1:
+        from tether.strategies.bo.islands import Islands
+
+        seed = settings.seed or 0
+
+        def island(i: int, share: int) -> AsyncBO | Islands:
+            # each island its own seed, so their designs differ
+            return make_async_bo(space, share, dict(options, islands=1, seed=seed * 7919 + i))
+
+        isl = Islands(space, budget, settings.islands, settings.handover, island)
+        isl.ask_ahead = settings.ask_ahead  # the controller reads it from the top strategy
+        return isl
     from tether.strategies.bo.strategy import AsyncBO
 
     explorer = None

@@ -63,7 +63,7 @@ def lipschitz(post: Posterior, points: np.ndarray) -> float:
     This is the L of local penalization; a flat mean (no information yet) falls back to
     a value that makes the penalizer act like a modest exclusion radius.
     """
-    _, _, dmean, _ = post.predict_grad(points)
+    dmean = post.mean_grad(points)
     big = float(np.sqrt((dmean * dmean).sum(1)).max()) if len(points) else 0.0
     return big if big > 1e-7 else 10.0
 

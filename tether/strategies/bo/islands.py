@@ -1,0 +1,98 @@
+"""Independent searches ("islands") inside one ``async-bo`` run, for multimodal problems.
+
+On Hartmann6 a single search ends in whichever basin held its deeper point early, and
+the model it fits then cannot see the other basin (docs/bo.md, Known limits). Two
+searches that never share data each make that draw on their own: each island is a
+complete ``async-bo`` (its own start, GP, refits and end game) fed only its own results,
+and the asks alternate between them. At ``handover`` of the budget the island holding
+the best point gets every remaining ask, to polish its basin with its own model (whose
+lengthscales were fitted on that basin, not on a mixture).
+
+Everything is read from the view: a point's island is in its tag
+(``async-bo:island<i>:<tag of the island's own proposal>``), so a resumed run rebuilds
+each island's data, pending points and explorer state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Sequence
+
+from tether.records import Evaluate, Proposal, Record, RunView
+from tether.space import Space
+from tether.strategies.base import Strategy
+
+_TAG = re.compile(r"^async-bo:island(\d+):(.*)$", re.S)
+
+
+class Islands(Strategy):
+    """``islands`` independent searches, then a hand-over to the best one."""
+
+    name = "async-bo"
+
+    def __init__(self, space: Space, budget: int, islands: int, handover: float,
+                 make: Callable[[int, int], Strategy]) -> None:
+        """``make(i, budget)`` builds island ``i``'s strategy for that budget."""
+        self.space, self.budget, self.k, self.handover = space, budget, islands, handover
+        self.shares = [budget // islands + (i < budget % islands) for i in range(islands)]
+        self.subs = [make(i, self.shares[i]) for i in range(islands)]
+
+    @staticmethod
+    def island_of(rec: Record) -> tuple[int, str]:
+        """(island, the island's own tag) of a record; (-1, tag) if it has none."""
+        m = _TAG.match(rec.tag)
+        return (int(m.group(1)), m.group(2)) if m else (-1, rec.tag)
+
+    def _counts(self, view: RunView) -> list[int]:
+        counts = [0] * self.k
+        for rec in view.records.values():
+            i, _ = self.island_of(rec)
+            if i >= 0:
+                counts[i] += 1
+        return counts
+
+    def _budgets(self, view: RunView, counts: list[int]) -> tuple[list[int], int | None]:
+        """Each island's budget, and the winner once the hand-over has happened."""
+        best = view.best
+        if best is None or len(view.records) < self.handover * self.budget:
+            return self.shares, None
+        w, _ = self.island_of(best)
+        if w < 0:  # a warm-start record is the best: keep alternating
+            return self.shares, None
+        budgets = list(counts)  # the others stop where they are
+        budgets[w] = self.budget - sum(counts) + counts[w]
+        return budgets, w
+
+    def _view(self, view: RunView, i: int, budget: int) -> RunView:
+        sub = RunView(self.space, budget, n_workers=view.n_workers, now=view.now)
+        for rec in view.records.values():
+            j, tag = self.island_of(rec)
+            if j == i:
+                sub.put(dataclasses.replace(rec, tag=tag))
+        return sub
+
+    def propose(self, view: RunView) -> Proposal | None:
+        counts = self._counts(view)
+        budgets, winner = self._budgets(view, counts)
+        # before the hand-over the island with the fewest points asks, so they alternate
+        order = [winner] if winner is not None else sorted(range(self.k), key=counts.__getitem__)
+        for i in order:
+            sub = self._view(view, i, budgets[i])
+            if sub.remaining <= 0:
+                continue
+            p = self.subs[i].propose(sub)
+            if isinstance(p, Evaluate):
+                return Evaluate(p.x, f"async-bo:island{i}:{p.tag}")
+        return None
+
+    def on_event(self, kind: str, record: Record, view: RunView) -> None:
+        i, tag = self.island_of(record)
+        if i >= 0:
+            budgets, _ = self._budgets(view, self._counts(view))
+            self.subs[i].on_event(kind, dataclasses.replace(record, tag=tag),
+                                  self._view(view, i, budgets[i]))
+
+    def warm_start(self, records: Sequence[Record]) -> None:
+        for sub in self.subs:  # prior results are every island's data
+            sub.warm_start(records)
