@@ -65,7 +65,15 @@ class TriesteAsyncLP:
                 return None  # the seed setup: the initial points come back first
             self.opt = self._build()
         self._set_pending(self.strategy.in_flight())
-        return np.asarray(self.opt.ask().numpy(), dtype=np.float64)
+        from trieste.acquisition.optimizer import FailedOptimizationError
+
+        try:
+            return np.asarray(self.opt.ask().numpy(), dtype=np.float64)
+        except FailedOptimizationError:
+            # Trieste's acquisition optimizer gives up now and then (a flat penalized
+            # acquisition, all restarts failing): a random point keeps the run going, and
+            # its result is data like any other
+            return self.rng.random((1, self.space.dim))
 
     def tell(self, q: np.ndarray, value: float | None) -> None:
         if self.opt is None:
