@@ -104,5 +104,9 @@ def test_honest_run_survives_a_hostile_peer(cluster: Cluster) -> None:
     assert refused.get("not msgpack", 0) > 0
     flood = refused.get("too many workers that never answered", 0) + refused.get(
         "hello rate limit", 0)
-    assert flood >= FLOOD - 32, refused
+    # the flood was bounded: at most max_unproven strangers ever joined at once (a ghost's
+    # hello may also be lost with its socket, so the refusals are not exactly FLOOD - 32)
+    ghosts = {e["worker"] for e in events if e["event"] == "worker_joined"
+              and e["worker"].startswith("ghost")}
+    assert flood > 0 and len(ghosts) <= 32, (len(ghosts), refused)
     print(f"\nadversary sent {sent}; refused {refused}")
