@@ -117,7 +117,7 @@ def test_launch_slurm_submits_a_worker_job_that_completes_evaluations(cluster: C
         subprocess.run(["scancel", job], capture_output=True, timeout=60)
 
 
-CHAIN_BUDGET = int(os.environ.get("TETHER_CHAIN_BUDGET", "200"))
+CHAIN_BUDGET = int(os.environ.get("TETHER_CHAIN_BUDGET", "120"))  # about 6 generations
 SLEEPY = "tests.integration.test_slurm:sleepy"  # 1-3 s per evaluation
 
 
