@@ -87,7 +87,21 @@ class TriesteAsyncLP:
         import tensorflow as tf
         from trieste.data import Dataset
 
-        self.opt.tell(Dataset(tf.constant(q, tf.float64), tf.constant([[value]], tf.float64)))
+        try:
+            self.opt.tell(Dataset(tf.constant(q, tf.float64), tf.constant([[value]], tf.float64)))
+        except tf.errors.InvalidArgumentError:
+            # the refit left hyperparameters whose kernel matrix has no Cholesky factor (it
+            # happened once in CI: Branin's values run to hundreds, the noise is fixed at
+            # 1e-5). The point is already in Trieste's dataset and model; start the
+            # hyperparameters again from their initial values so the next ask has a model
+            self._reset_hyperparameters()
+
+    def _reset_hyperparameters(self) -> None:
+        model = self.opt.model
+        kernel = model.get_kernel()
+        kernel.variance.assign(1.0)
+        kernel.lengthscales.assign([self.lengthscale] * self.space.dim)
+        model.update_posterior_cache()
 
     def _set_pending(self, handles: list[np.ndarray]) -> None:
         import tensorflow as tf
