@@ -382,6 +382,23 @@ def test_tail_follow_sees_appended_lines(run_log: Path, tmp_path: Path) -> None:
     assert rc == 0 and "Traceback" not in err, err
 
 
+def test_tail_follow_waits_for_a_log_not_written_yet(run_log: Path, tmp_path: Path) -> None:
+    lines = run_log.read_text().splitlines()
+    log = tmp_path / "later.jsonl"
+    p = subprocess.Popen([*TETHER, "log", "tail", "-f", str(log)], env=env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stderr is not None
+        assert "waiting for" in p.stderr.readline()  # said before the file exists
+        q = _reader(p.stdout)
+        log.write_text(lines[0] + "\n" + lines[1] + "\n")
+        assert "run started" in _next(q) and "  1  " in _next(q)
+    finally:
+        p.send_signal(signal.SIGINT)
+        rc = p.wait(timeout=20)
+    assert rc == 0
+
+
 # ------------------------------------------------------ pipes
 @pytest.mark.parametrize("cmd", [["export"], ["export", "--format", "json"], ["tail", "-n", "500"],
                                  ["show", "0", "--json"]])

@@ -112,6 +112,17 @@ def tail(path: str | Path, n: int = 10, follow: bool = False, as_raw: bool = Fal
          stop: Callable[[], bool] = lambda: False) -> int:
     """Print the last ``n`` events; with ``follow``, keep printing new ones until Ctrl-C."""
     out = out or sys.stdout
+    if follow and not Path(path).exists():
+        # started next to a controller that has not written its log yet: wait for it,
+        # as `tail -F` does, instead of failing
+        print(f"tether: waiting for {path} to appear (Ctrl-C to stop)", file=sys.stderr)
+        try:
+            while not Path(path).exists():
+                if stop():
+                    return 0
+                time.sleep(poll)
+        except KeyboardInterrupt:
+            return 0
     lines, offset = last_lines(path, n)
     for i, ln in enumerate(lines):
         try:
