@@ -30,6 +30,7 @@ import itertools
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -344,8 +345,10 @@ def _plot(traces: dict[str, list[Trace]], out: str, runner: str) -> None:
             # best regret so far at each time; nan before a run's first result
             at = [np.array([t.regret()[k - 1] if k else np.nan
                             for k in np.searchsorted(t.t_done, grid, side="right")]) for t in ts]
-            ax2.semilogy(grid, np.nanmedian(at, axis=0), color=color, lw=2.5,
-                         label=f"{name} (median of {len(ts)})")
+            with warnings.catch_warnings():  # before any run's first result: all nan
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mid = np.nanmedian(at, axis=0)
+            ax2.semilogy(grid, mid, color=color, lw=2.5, label=f"{name} (median of {len(ts)})")
     ax1.set_xlabel("evaluations")
     ax2.set_xlabel(f"time (s, {runner})")
     ax1.set_ylabel("best regret")
