@@ -55,3 +55,16 @@ def test_program_prints_the_value_and_rejects_bad_usage() -> None:
     assert math.isclose(float(out.stdout.split()[-1]), hartmann6(np.array(x)), rel_tol=1e-12)
     bad = subprocess.run([*PROGRAM, "7", "3"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "usage" in bad.stderr
+
+
+def test_busy_share_definitions_of_the_tutorial() -> None:
+    from examples.async_vs_sync import shares, zero_cost_wall
+
+    # two workers: (0, 1) then (1, 2) on one, (0, 3) on the other; last dispatch at 1
+    wall, busy, to_last, drain = shares([(0.0, 1.0), (0.0, 3.0), (1.0, 2.0)], 2)
+    assert (wall, busy, to_last, drain) == pytest.approx((3.0, 5 / 6, 1.0, 1 / 6))
+    # idle before the last dispatch: the second evaluation starts late
+    wall, busy, to_last, drain = shares([(0.0, 1.0), (0.0, 3.0), (1.5, 2.0)], 2)
+    assert (busy, to_last, drain) == pytest.approx((4.5 / 6, 2.5 / 3, 1 / 6))
+    assert zero_cost_wall([1.0, 3.0, 1.0], 2) == 3.0
+    assert zero_cost_wall([1.0, 1.0, 3.0], 2) == 4.0
