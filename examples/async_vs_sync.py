@@ -17,6 +17,8 @@ where the idle worker time went, and final regret per strategy, and plots best r
 against evaluations and against time, side by side. ``--jobs J`` runs seeds in J
 processes (results do not depend on it); ``--json OUT`` keeps one object per run.
 
+The real-daemon counterpart of ``heavy`` is ``benchmarks/daemon_vs_sim.py``.
+
 The runner is a parameter: ``simulated`` (default) uses tether's simulated-time
 controller; another runner (e.g. real worker processes through the daemon, ``branin``
 only) only has to return a :class:`Trace` for a strategy name and a seed (see ``RUNNERS``).
