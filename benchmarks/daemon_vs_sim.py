@@ -39,7 +39,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from examples.async_vs_sync import shares  # noqa: E402
+from examples.async_vs_sync import shares, zero_cost_wall  # noqa: E402
 from tether import heavy  # noqa: E402
 from tether.problems import HARTMANN6_MIN, heavy_durations  # noqa: E402
 
@@ -175,6 +175,36 @@ def same_prefix(a: list[tuple[float, ...]], b: list[tuple[float, ...]],
     return n
 
 
+HEADER = ("| strategy | seed | simulated wall (s) | daemon wall (s) | daemon / simulated - 1 "
+          "| busy to last dispatch, sim / daemon | busy whole run, sim / daemon "
+          "| same points | regret sim / daemon | refill latency (ms) | evaluation overhead (ms) "
+          "| model (s) | load |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def model_wall(row: dict[str, Any]) -> float:
+    """The asynchronous zero-cost schedule with the daemon's measured costs added.
+
+    Every evaluation lengthened by the run's median evaluation overhead and refill
+    latency: if this matches the daemon's wall time, those two costs are the whole
+    difference from the simulation (nan for batch runs, whose waits are not greedy).
+    """
+    if row["strategy"] != "async-bo":
+        return float("nan")
+    extra = row["daemon"].get("eval_overhead", np.nan) + row["daemon"]["refill"]
+    return zero_cost_wall([heavy.duration(row["seed"], k, scale=row["scale"]) + extra
+                           for k in range(BUDGET)], WORKERS)
+
+
+def format_row(row: dict[str, Any]) -> str:
+    sim, real = row["sim"], row["daemon"]
+    return (f"| {row['strategy']} | {row['seed']} | {sim['wall']:.2f} | {real['wall']:.2f} | "
+            f"{100 * (real['wall'] / sim['wall'] - 1):+.1f} % | "
+            f"{100 * sim['busy_to_last_dispatch']:.1f} / {100 * real['busy_to_last_dispatch']:.1f} % "
+            f"| {100 * sim['busy']:.1f} / {100 * real['busy']:.1f} % | {row['same_points']} of "
+            f"{BUDGET} | {sim['regret']:.1e} / {real['regret']:.1e} | {1e3 * real['refill']:.0f} | "
+            f"{1e3 * real.get('eval_overhead', np.nan):.0f} | {model_wall(row):.2f} | {row['load']:.1f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                  epilog="Prints one row per run and a summary per strategy.")
@@ -187,36 +217,34 @@ def main() -> None:
     ap.add_argument("--timeout", type=float, default=900.0,
                     help="seconds a daemon run may take before it is killed (default 900)")
     ap.add_argument("--json", help="write one object per run to this file")
+    ap.add_argument("--report", metavar="JSON", help="print an earlier run's table again")
     a = ap.parse_args()
     if a.seeds < 1 or a.scale <= 0:
         ap.error("--seeds must be >= 1 and --scale > 0")
+    if a.report:
+        rows = json.loads(Path(a.report).read_text())
+        print(HEADER)
+        for row in rows:
+            print(format_row(row))
+        _summary(rows)
+        return
     os.environ.update(THREADS)
-    rows: list[dict[str, Any]] = []
-    print("| strategy | seed | simulated wall (s) | daemon wall (s) | daemon / simulated - 1 "
-          "| busy to last dispatch, sim / daemon | busy whole run, sim / daemon "
-          "| same points | regret sim / daemon | refill latency (ms) | evaluation overhead (ms) "
-          "| load |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    print(HEADER)
     for strategy in a.strategies.split(","):
         for seed in range(a.first, a.first + a.seeds):
             sim = run_simulated(strategy, seed, a.scale)
             t = time.time()
             real = run_daemon(strategy, seed, a.scale, a.timeout)
-            same = same_prefix(sim.xs, real.xs)
             # the 1-minute load average as the daemon run ends: asks on the critical path
             # slow down when the 2-core machine is shared
-            load = os.getloadavg()[0]
-            row = {"strategy": strategy, "seed": seed, "scale": a.scale, "same_points": same,
-                   "daemon_seconds": time.time() - t, "load": load,
+            row = {"strategy": strategy, "seed": seed, "scale": a.scale,
+                   "same_points": same_prefix(sim.xs, real.xs),
+                   "daemon_seconds": time.time() - t, "load": os.getloadavg()[0],
                    "sim": {k: v for k, v in asdict(sim).items() if k != "xs"},
                    "daemon": {k: v for k, v in asdict(real).items() if k != "xs"}}
             rows.append(row)
-            print(f"| {strategy} | {seed} | {sim.wall:.2f} | {real.wall:.2f} | "
-                  f"{100 * (real.wall / sim.wall - 1):+.1f} % | {100 * sim.busy_to_last_dispatch:.1f}"
-                  f" / {100 * real.busy_to_last_dispatch:.1f} % | {100 * sim.busy:.1f} / "
-                  f"{100 * real.busy:.1f} % | {same} of {BUDGET} | {sim.regret:.1e} / "
-                  f"{real.regret:.1e} | {1e3 * real.refill:.0f} | {1e3 * real.eval_overhead:.0f} "
-                  f"| {load:.1f} |", flush=True)
+            print(format_row(row), flush=True)
     _summary(rows)
     if a.json:
         Path(a.json).write_text(json.dumps(rows, indent=1) + "\n")
