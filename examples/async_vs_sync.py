@@ -223,7 +223,8 @@ def run_daemon(strategy: str, seed: int) -> Trace:
     from tether.log.journal import read_events
 
     if SC is not SCENARIOS["branin"]:
-        raise SystemExit("the daemon runner has the branin scenario only")
+        raise SystemExit("the daemon runner has the branin scenario only; for heavy: "
+                         "benchmarks/daemon_vs_sim.py")
     workers_n, budget, initial = SC.workers, SC.budget, SC.initial
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
