@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
+from tether.heavy import MU as HEAVY_MU
+from tether.heavy import SIGMA as HEAVY_SIGMA
+from tether.heavy import duration as heavy_duration
 
 BRANIN_MIN = -1.0473939180374146  # scaled Branin's minimum on [0, 1]^2
 HARTMANN6_MIN = -3.3223680114155147
@@ -68,3 +73,15 @@ def branin_sum_delay(u: np.ndarray) -> float:
     """Scaled Branin taking 0.1 + sum(u) seconds (the async-vs-sync tutorial's workload)."""
     time.sleep(0.1 + float(np.sum(u)))
     return branin(u)
+
+
+def heavy_durations(seed: int, scale: float = 1.0) -> Callable[[np.ndarray], float]:
+    """The heavy-tailed scenario's durations for the simulated-time controller.
+
+    Its k-th call (the k-th dispatch, counting from 0) returns
+    ``heavy_duration(seed, k)``: the controller numbers evaluations from 0 in dispatch
+    order when nothing is re-queued, so this is what ``tether/heavy.py SEED {eval_id}``
+    sleeps on a real worker for the same evaluation (see ``tether.heavy``).
+    """
+    calls = iter(range(2**62))
+    return lambda x: heavy_duration(seed, next(calls), HEAVY_MU, HEAVY_SIGMA, scale)
