@@ -36,6 +36,7 @@ from tether.worker.evaluators import Done, Evaluator, PartialOut, Running
 log = logging.getLogger("tether.worker")
 
 SIGNAL_HOLD = 1.0  # seconds a signalled program's failure waits for the agent's own SIGTERM
+IN_TURN_BATCH = 0.005  # seconds of queued in-process evaluations run in one loop turn
 
 
 @dataclass
@@ -131,6 +132,12 @@ class WorkerAgent:
             return
         self._read_socket(now)
         self._poll_runs(now)
+        # in-process evaluations queued behind the one just run go now, for a few ms, so
+        # their outcomes share one frame (a kill sent meanwhile is obeyed when they return)
+        until = now + IN_TURN_BATCH
+        while any(run.due() for run in self.runs.values()) and self.clock() < until:
+            now = self.clock()
+            self._poll_runs(now)
         self._release_held(now)
         if self.sock is not None:
             # with IMMEDIATE, POLLOUT means a live connection (ZMTP heartbeats answered)
