@@ -22,6 +22,11 @@ Configurations (``--workers 1 4 16 64``, plus ``--agent-slots 16``):
 - **tether, one agent with 16 slots**: one ``tether worker --slots 16`` process; reported
   as n/a when ``tether worker --help`` offers no ``--slots``. Its ratios use the raw and
   POAP figures of 16 clients from the same repeat.
+- **tether, N in-process workers** (``--in-process N``, default 16): N ``tether worker
+  --in-process`` processes, the objective called in the worker itself (no child process,
+  no pipe); with the strategy's prefetch (2 for ``random``) and batched frames, so it may
+  exceed the raw bound, which pays one round trip per evaluation. Ratios against the
+  baselines of N clients from the same repeat.
 - **raw**: the bound for this machine, now: a pyzmq ROUTER process and N DEALER client
   processes in closed-loop ping-pong with msgpack, each client doing the same numpy work
   as the objective (``float(numpy.asarray(x)[0])``) in its own process; no tether.
@@ -34,7 +39,8 @@ Configurations are interleaved across repeats (1, 4, 16, 64, agent, 1, 4, ...) s
 phases of a shared machine hit all of them alike; the table gives the median and range
 of the repeats and the ratios tether/raw and tether/POAP of the medians.
 
-    --workers N...   --agent-slots K (0: off)   --seconds S   --repeats R   --quick
+    --workers N...   --agent-slots K (0: off)   --in-process N... (none: off)
+    --seconds S   --repeats R   --quick
     --budget N (fixed, no pilot)   --no-raw   --no-poap   --json OUT   --keep DIR
     --cprofile OUT.prof | --py-spy OUT.raw   --timeout S
 
@@ -195,11 +201,22 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def has_slots_option(py: str) -> bool:
-    """Whether this tether's ``worker`` command offers ``--slots``."""
+def has_slots_option(py: str, option: str = "--slots") -> bool:
+    """Whether this tether's ``worker`` command offers ``option``."""
     res = subprocess.run([py, "-m", "tether", "worker", "--help"], capture_output=True, text=True,
                          timeout=120)
-    return "--slots" in res.stdout
+    return option in res.stdout
+
+
+def config_shape(key: str, agent_slots: int) -> tuple[int, int, bool]:
+    """(clients the baselines use, --slots of one agent or 0, --in-process) of a key:
+    ``16`` worker processes, ``agent16`` one agent with 16 slots, ``inproc16`` 16
+    in-process worker processes."""
+    if key.startswith("agent"):
+        return agent_slots, agent_slots, False
+    if key.startswith("inproc"):
+        return int(key[len("inproc"):]), 0, True
+    return int(key), 0, False
 
 
 # --------------------------------------------------------------------------- tether run
@@ -285,8 +302,9 @@ def checklog(path: Path, budget: int) -> str:
 
 def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float, slots: int = 0,
                cprofile: str | None = None, pyspy: str | None = None,
-               keys: Path | None = None) -> dict[str, Any]:
-    """N worker processes (``slots`` 0), or one agent with ``slots`` slots (``n`` ignored)."""
+               keys: Path | None = None, in_process: bool = False) -> dict[str, Any]:
+    """N worker processes (``slots`` 0), or one agent with ``slots`` slots (``n`` ignored);
+    ``in_process``: the workers run the objective themselves (``--in-process``)."""
     d = work / tag
     d.mkdir(parents=True)
     log = d / "run.jsonl"
@@ -312,6 +330,8 @@ def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float, slots:
                    "--name", f"w{i}", *(["--keys", str(keys)] if keys else [])]
             if slots:
                 cmd += ["--slots", str(slots)]
+            if in_process:
+                cmd.append("--in-process")
             w = spawn(cmd, d / f"w{i}.out", d)
             procs.append(w)
             workers.append(w)
@@ -333,7 +353,8 @@ def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float, slots:
             kill_group(p)
     check = checklog(log, budget)
     res = rate_from_log(log)
-    res.update({"workers": n, "slots": slots, "budget": budget, "wall_s": wall,
+    res.update({"workers": n, "slots": slots, "in_process": in_process, "budget": budget,
+                "wall_s": wall,
                 "workers_startup_s": startup, "controller_cpu_s": ctl_cpu,
                 "checklog": json.loads(check) if check.startswith("{") else check, "log": str(log)})
     return res
@@ -632,6 +653,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 64], metavar="N")
     ap.add_argument("--agent-slots", type=int, default=16, metavar="K",
                     help="also one agent with K slots (tether worker --slots K); 0: off")
+    ap.add_argument("--in-process", type=int, nargs="*", default=[16], metavar="N",
+                    dest="in_process", help="also N workers with --in-process (default 16; "
+                    "none: off)")
     ap.add_argument("--seconds", type=float, default=6.0,
                     help="target length of the measured part of each run (default 6)")
     ap.add_argument("--repeats", type=int, default=3)
@@ -667,6 +691,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.quick:
         a.workers, a.agent_slots, a.seconds, a.repeats = [1, 4], 4, 2.0, 1
+        a.in_process = [4]
         a.budget = a.budget or 2000
 
     if not CHECKLOG.is_file():
@@ -689,12 +714,15 @@ def main(argv: list[str] | None = None) -> int:
     agent_key = f"agent{a.agent_slots}" if a.agent_slots > 0 else None
     if agent_key:
         configs.append(agent_key)
+    inproc_ok = bool(a.in_process) and has_slots_option(sys.executable, "--in-process")
+    configs += [f"inproc{n}" for n in (a.in_process or [])]
     results: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"), "nproc": os.cpu_count(),
         "loadavg_start": load0, "python": platform.python_version(), "platform": platform.platform(),
         "pyzmq": zmq.pyzmq_version(), "libzmq": zmq.zmq_version(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]), "workers": a.workers,
         "agent_slots": a.agent_slots, "slots_option": slots_ok, "configs": configs,
+        "in_process": a.in_process, "in_process_option": inproc_ok,
         "seconds": a.seconds, "repeats": a.repeats, "warmup_fraction": WARMUP_FRACTION,
         "objective": OBJECTIVE, "pilot": {}, "tether": {k: [] for k in configs},
         "raw": {k: [] for k in configs}, "poap": {k: [] for k in configs}, "target_16": TARGET_16,
@@ -712,31 +740,32 @@ def main(argv: list[str] | None = None) -> int:
         budgets: dict[str, int] = {}
         poap_budgets: dict[str, int] = {}  # sized from POAP's previous repeat
         for key in configs:
-            if key == agent_key and not slots_ok:
+            if (key == agent_key and not slots_ok) or (key.startswith("inproc") and not inproc_ok):
                 continue
             if a.budget:
                 budgets[key] = a.budget
                 continue
-            n = a.agent_slots if key == agent_key else int(key)
+            n, slots, inproc = config_shape(key, a.agent_slots)
             pilot_budget = 1000 if n == 1 else 3000
-            r = run_tether(n, pilot_budget, work, f"pilot-{key}", timeout,
-                           slots=a.agent_slots if key == agent_key else 0)
+            r = run_tether(n, pilot_budget, work, f"pilot-{key}", timeout, slots=slots,
+                           in_process=inproc)
             # room for the warm-up share plus the target measured time, 1000 at least
             budgets[key] = max(1000, int(round(r["rate"] * a.seconds / (1 - WARMUP_FRACTION), -2)))
             results["pilot"][key] = {"budget": pilot_budget, "rate": r["rate"], "wall_s": r["wall_s"]}
             print(f"pilot {key}: {r['rate']:,.0f} evals/s -> budget {budgets[key]:,}", file=sys.stderr)
         for rep in range(a.repeats):
             for key in configs:
-                agent = key == agent_key
-                n = a.agent_slots if agent else int(key)
-                if not agent or slots_ok:
+                n, slots, inproc = config_shape(key, a.agent_slots)
+                # agents and in-process workers use the baselines of as many clients
+                derived = key != str(n)
+                if key in budgets:
                     r = run_tether(n, budgets[key], work, f"tether-{key}-r{rep}", timeout,
-                                   a.agent_slots if agent else 0, a.cprofile, a.py_spy)
+                                   slots, a.cprofile, a.py_spy, in_process=inproc)
                     results["tether"][key].append(r)
                     print(f"rep {rep + 1}/{a.repeats} {key:>7}: tether {r['rate']:>9,.0f} evals/s "
                           f"(measured {r['measured_s']:.1f} s, controller wall {r['wall_s']:.1f} s, "
                           f"CPU {r['controller_cpu_s']:.1f} s, checklog ok)", file=sys.stderr)
-                if agent:
+                if derived and str(n) in configs:
                     continue  # its baselines are those of as many clients, from this repeat
                 if not a.no_raw:
                     c = run_raw(n, a.seconds, work, f"raw-{key}-r{rep}", timeout)
@@ -759,13 +788,19 @@ def main(argv: list[str] | None = None) -> int:
                 vals = [r["rate"] for r in results[kind][k]]
                 return summary(vals) if vals else None
             agent = key == agent_key
-            s: dict[str, Any] = {"label": (f"1 agent, {a.agent_slots} slots" if agent
-                                           else f"{key} worker process{'es' if key != '1' else ''}"),
-                                 "tether": med("tether"), "raw": med("raw"), "poap": med("poap")}
-            if agent:
-                s["baseline_of"] = str(a.agent_slots)
-                if not slots_ok:
-                    s["why"] = "tether worker has no --slots"
+            n, _, inproc = config_shape(key, a.agent_slots)
+            plural = "es" if n != 1 else ""
+            label = (f"1 agent, {a.agent_slots} slots" if agent
+                     else f"{n} in-process worker{plural[1:]}" if inproc
+                     else f"{key} worker process{plural}")
+            s: dict[str, Any] = {"label": label, "tether": med("tether"), "raw": med("raw"),
+                                 "poap": med("poap")}
+            if key != str(n) and str(n) in configs:
+                s["baseline_of"] = str(n)
+            if agent and not slots_ok:
+                s["why"] = "tether worker has no --slots"
+            if inproc and not inproc_ok:
+                s["why"] = "tether worker has no --in-process"
             summ[key] = s
         results["summary"] = summ
         md = table(results)

@@ -54,6 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     w.add_argument("--name", help="worker name in the log (default host:pid)")
     w.add_argument("--slots", default="1", metavar="N|auto",
                    help="evaluations at once over one connection (auto: the job's cores)")
+    w.add_argument("--in-process", action="store_true",
+                   help="run the --python objective in this process, one evaluation at a "
+                   "time: no child process (for cheap trusted objectives; a running "
+                   "evaluation cannot be interrupted)")
     w.add_argument("--max-wait", type=float, metavar="SECONDS",
                    help="exit 3 after this long without a controller (default: 600 in a "
                         "Slurm/PBS job, else wait forever; 0: forever)")

@@ -46,6 +46,7 @@ WORKER = """examples:
   tether worker --connect tcp://login1:5555 --command "./simulate --a {x0} --b {x1}"
   tether worker --connect tcp://login1:5555 --command "./solver {x0}" --parser 're:^cost=(?P<value>\\S+)'
   tether worker --address-file addr --python mymod:f --slots auto --walltime 3600 --drain 600
+  tether worker --address-file addr --python mymod:cheap --in-process   microsecond objectives
 
 exit codes: 0 the run is over (or walltime/SIGTERM/Ctrl-C: left cleanly), 2 usage or
   configuration error (e.g. --command program not found), 3 no controller within --max-wait"""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tether.controller.core import ControllerCore
@@ -14,7 +14,7 @@ from tether.controller.session import ControllerSession
 from tether.controller.settings import RunSettings
 from tether.log.journal import MemoryJournal
 from tether.protocol import messages as m
-from tether.protocol.session import WorkerSession
+from tether.protocol.session import PeerTable, WorkerSession
 from tether.space import Space
 from tether.strategies.sampling import RandomSampling
 
@@ -106,3 +106,56 @@ def test_worker_session_survives_any_controller_sequence(msgs: list[Any], slots:
     assert len(s.running) <= s.capacity
     held = set(s.hello(99.0).running)
     assert held == set(s.running) | set(s.queued) | set(s.outbox)
+
+
+# PeerTable liveness: the heap must declare exactly the peers a scan of all peers would
+peer_ops = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 7), st.integers(0, 5)),  # rid, name
+    st.tuples(st.just("remove"), st.integers(0, 5), st.just(0)),
+    st.tuples(st.just("seen"), st.integers(0, 7), st.just(0)),
+    st.tuples(st.just("sent"), st.integers(0, 7), st.just(0)),
+    st.tuples(st.just("wait"), st.sampled_from([0, 1, 3, 7, 10, 31, 100, 250, 401]),
+              st.just(0)),
+    st.tuples(st.just("tick"), st.integers(0, 1), st.just(0)),  # 1: act on what it says
+), max_size=80)
+
+
+@settings(max_examples=400, deadline=None)
+@given(peer_ops, st.sampled_from([0.1, 0.2, 1.0]), st.integers(1, 4))
+# two peers due at once, and due again at the next tick (nothing sent, nobody removed)
+@example([("add", 1, 1), ("add", 2, 2), ("wait", 100, 0), ("tick", 0, 0), ("tick", 0, 0),
+          ("wait", 100, 0), ("wait", 100, 0), ("wait", 100, 0), ("tick", 0, 0),
+          ("tick", 1, 0), ("tick", 1, 0)], 1.0, 3)
+# heard from after its entry was pushed: examined early, pushed again, lost later
+@example([("add", 1, 1), ("add", 2, 2), ("wait", 250, 0), ("seen", 1, 0), ("seen", 2, 0),
+          ("wait", 100, 0), ("tick", 1, 0), ("wait", 250, 0), ("tick", 0, 0)], 1.0, 3)
+def test_peer_table_heaps_agree_with_a_scan_of_all_peers(
+        ops: list[tuple[str, int, int]], heartbeat: float, liveness: int) -> None:
+    pt = PeerTable(heartbeat, liveness)
+    now = 1000.0
+    for op, a, b in ops:
+        if op == "add":
+            pt.add(bytes([a]), m.Hello(f"w{b}", "s"), now)
+        elif op == "remove":
+            pt.remove(f"w{a}")
+        elif op == "seen":
+            pt.seen(bytes([a]), now)
+        elif op == "sent" and bytes([a]) in pt.by_rid:
+            pt.by_rid[bytes([a])].last_tx = now
+        elif op == "wait":
+            now += a * 0.01 * heartbeat  # steps that round differently from the window
+        elif op == "tick":
+            window = pt.heartbeat * pt.liveness
+            scan_lost = {p.rid for p in pt.by_rid.values() if now - p.last_rx > window}
+            scan_owed = {p.rid for p in pt.by_rid.values() if now - p.last_tx >= heartbeat}
+            got_lost = [p.rid for p in pt.expired(now)]
+            got_owed = [p.rid for p in pt.owed_heartbeat(now)]
+            assert len(got_lost) == len(set(got_lost)) and set(got_lost) == scan_lost
+            assert len(got_owed) == len(set(got_owed)) and set(got_owed) == scan_owed
+            if a:  # as the controller does: heartbeats go out, some lost peers are forgotten
+                for rid in got_owed[::2]:
+                    pt.by_rid[rid].last_tx = now
+                for rid in got_lost[:1]:
+                    pt.remove(pt.by_rid[rid].name)
+    # no leak: one live entry per peer, plus entries of peers replaced or removed
+    assert len(pt._rx.heap) + len(pt._rx.recheck) >= len(pt.by_rid)

@@ -33,6 +33,7 @@ from tether.strategies.base import Strategy
 log = logging.getLogger("tether.controller")
 
 MAX_BATCH = 1000  # frames handled per loop turn, so time-driven work is never starved
+CATCH_UP_BATCHES = 50  # before a liveness check: up to 50,000 waiting frames (10,000 peers, 5 each)
 
 
 @dataclass
@@ -121,9 +122,10 @@ class ControllerServer:
                     self._flush_and_send()
                 now = self.clock()
                 if now >= next_tick:
-                    # read what waited while we were busy (a long ask) before judging
-                    # anyone silent: their heartbeats are in there
-                    self._drain()
+                    # read what waited while we were busy (a long ask, a connection storm
+                    # of thousands) before judging anyone silent: their heartbeats are in
+                    # there, possibly many batches deep
+                    self._catch_up()
                     self._tick(self.clock())
                     next_tick = now + tick_every
                 self._flush_and_send()
@@ -149,17 +151,27 @@ class ControllerServer:
             self._ctx.term()
         self.journal.close()
 
-    def _drain(self) -> None:
+    def _drain(self) -> int:
+        """Handle up to MAX_BATCH waiting frames; how many there were."""
         curve = self.settings.keys is not None
-        for _ in range(MAX_BATCH):
+        for n in range(MAX_BATCH):
             try:
                 if curve:  # the key the connection authenticated with travels on its frames
                     frames, key = keys.recv_with_key(self.sock, zmq.NOBLOCK)
                 else:
                     frames, key = self.sock.recv_multipart(zmq.NOBLOCK), None
             except zmq.Again:
-                return
+                return n
             self._handle(frames, keys.fingerprint(key) if key else "")
+        return MAX_BATCH
+
+    def _catch_up(self) -> None:
+        """Read everything already waiting (bounded: a storm that never ends must not stop
+        the ticks), writing and sending what it causes batch by batch."""
+        for _ in range(CATCH_UP_BATCHES):
+            if self._drain() < MAX_BATCH:
+                return
+            self._flush_and_send()
 
     def _tick(self, now: float) -> None:
         for name in self.session.tick(now):

@@ -11,6 +11,8 @@ each was last heard from, and when each is owed a heartbeat.
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tether.protocol import messages as m
@@ -241,13 +243,72 @@ class Peer:
 
 
 @dataclass
+class _Deadlines:
+    """Which peers' time field (``last_rx`` or ``last_tx``) is older than a limit, without a
+    scan of all peers: a heap of (the field's value when pushed, seq, peer), one live entry
+    per peer, lazily corrected.
+
+    Touching a peer (a message heard or sent) only overwrites its field, O(1). An entry is
+    examined only when its pushed value is old enough; if the peer was touched since, it is
+    pushed again with its current value; if the peer was replaced or removed, it is dropped.
+    So each entry popped stands for at least one message since the last push, or for a
+    peer that really is due: the work per tick is amortised against messages, not peers.
+    Times must never decrease (a monotonic clock), as the controller's are.
+    """
+
+    attr: str  # "last_rx" or "last_tx"
+    heap: list[tuple[float, int, Peer]] = field(default_factory=list)
+    recheck: list[Peer] = field(default_factory=list)  # returned last call: still due?
+    seq: int = 0
+
+    def push(self, peer: Peer) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (getattr(peer, self.attr), self.seq, peer))
+
+    def due(self, now: float, older_than: Callable[[float], bool],
+            live: dict[bytes, Peer]) -> list[Peer]:
+        """Live peers whose field ``t`` has ``older_than(now - t)`` (in no promised order).
+
+        ``older_than`` must be monotone (true for a gap, true for any larger gap): the
+        heap is popped only while its oldest pushed value qualifies, and a pushed value
+        is never newer than the peer's field.
+        """
+        for peer in self.recheck:  # the caller may have touched or removed them since
+            if live.get(peer.rid) is peer:
+                self.push(peer)
+        self.recheck = []
+        out: list[Peer] = []
+        fresh: list[Peer] = []
+        heap = self.heap
+        while heap and older_than(now - heap[0][0]):
+            peer = heapq.heappop(heap)[2]
+            if live.get(peer.rid) is not peer:
+                continue  # replaced or removed since it was pushed
+            if older_than(now - getattr(peer, self.attr)):
+                out.append(peer)
+            else:
+                fresh.append(peer)  # touched since: pushed again below, not re-examined
+        for peer in fresh:
+            self.push(peer)
+        self.recheck = out
+        return out
+
+
+@dataclass
 class PeerTable:
-    """The controller's map of connections (ROUTER routing ids) to named workers."""
+    """The controller's map of connections (ROUTER routing ids) to named workers.
+
+    Liveness costs no scan of all peers per tick (see :class:`_Deadlines`): with 10,000
+    connected workers the controller's tick does work only for peers heard from or owed a
+    heartbeat since the last one.
+    """
 
     heartbeat: float
     liveness: int
     by_rid: dict[bytes, Peer] = field(default_factory=dict)
     by_name: dict[str, Peer] = field(default_factory=dict)
+    _rx: _Deadlines = field(default_factory=lambda: _Deadlines("last_rx"), repr=False)
+    _tx: _Deadlines = field(default_factory=lambda: _Deadlines("last_tx"), repr=False)
 
     def add(self, rid: bytes, hello: m.Hello, now: float, key: str = "") -> Peer | None:
         """Register a connection; return the peer it replaces (same name), if any."""
@@ -260,6 +321,8 @@ class PeerTable:
         peer = Peer(rid, hello.name, hello.session, now, now, hello.job, key)
         self.by_rid[rid] = peer
         self.by_name[hello.name] = peer
+        self._rx.push(peer)
+        self._tx.push(peer)
         return old
 
     def remove(self, name: str) -> Peer | None:
@@ -275,8 +338,11 @@ class PeerTable:
         return peer
 
     def expired(self, now: float) -> list[Peer]:
+        """Peers silent for longer than the liveness window."""
         window = self.heartbeat * self.liveness
-        return [p for p in self.by_rid.values() if now - p.last_rx > window]
+        return self._rx.due(now, lambda gap: gap > window, self.by_rid)
 
     def owed_heartbeat(self, now: float) -> list[Peer]:
-        return [p for p in self.by_rid.values() if now - p.last_tx >= self.heartbeat]
+        """Peers sent nothing for a heartbeat interval (the caller sends, then sets last_tx)."""
+        beat = self.heartbeat
+        return self._tx.due(now, lambda gap: gap >= beat, self.by_rid)

@@ -36,6 +36,7 @@ from tether.worker.evaluators import Done, Evaluator, PartialOut, Running
 log = logging.getLogger("tether.worker")
 
 SIGNAL_HOLD = 1.0  # seconds a signalled program's failure waits for the agent's own SIGTERM
+IN_TURN_BATCH = 0.005  # seconds of queued in-process evaluations run in one loop turn
 
 
 @dataclass
@@ -91,6 +92,9 @@ class WorkerAgent:
         self._heard = now  # when the controller last answered (for --max-wait)
         self._lost_at: float | None = now  # since when we have had no controller
         self._endpoint_now = ""
+        self._poller = zmq.Poller()
+        self._polled: set[Any] = set()  # what the poller watches: the socket and pipe fds
+        self._outgoing: list[m.Message] = []  # sent as one frame at the end of the turn
 
     # ------------------------------------------------------------ public
     def run(self) -> int:
@@ -115,22 +119,25 @@ class WorkerAgent:
         if self.sock is None and now >= self._reconnect_at:
             self._connect(now)
         timeout = 0.05 if self.sock is None else min(0.1, self.session.next_deadline(now))
-        poller = zmq.Poller()
-        if self.sock is not None:
-            poller.register(self.sock, zmq.POLLIN)
-        for run in [*self.runs.values(), *self.dying]:
-            for fd in run.fds():
-                poller.register(fd, zmq.POLLIN)
-        if poller.sockets:
-            poller.poll(int(timeout * 1000) + 1)
-        else:  # disconnected and idle: nothing can wake us before the next reconnect
+        if any(run.due() for run in self.runs.values()):
+            timeout = 0.0  # an in-process evaluation is waiting for its turn
+        if self._sync_poller():
+            self._poller.poll(int(timeout * 1000) + (timeout > 0))
+        elif timeout > 0:  # disconnected and idle: nothing can wake us before the reconnect
             time.sleep(max(0.0, min(timeout, self._reconnect_at - now)))
         now = self.clock()
         if self._signal:  # the job is ending: what dies with us is abandoned, not failed
             self._leave(self._signal, now)
+            self._flush()
             return
         self._read_socket(now)
         self._poll_runs(now)
+        # in-process evaluations queued behind the one just run go now, for a few ms, so
+        # their outcomes share one frame (a kill sent meanwhile is obeyed when they return)
+        until = now + IN_TURN_BATCH
+        while any(run.due() for run in self.runs.values()) and self.clock() < until:
+            now = self.clock()
+            self._poll_runs(now)
         self._release_held(now)
         if self.sock is not None:
             # with IMMEDIATE, POLLOUT means a live connection (ZMTP heartbeats answered)
@@ -139,6 +146,24 @@ class WorkerAgent:
         idle = not self.runs and not self.held
         self._do(self.session.check_walltime(now, idle, self.sock is not None), now)
         self._check_max_wait(now)
+        self._flush()
+
+    def _sync_poller(self) -> bool:
+        """Bring the reused poller up to date with the socket and the evaluations' pipes;
+        whether it watches anything. Registration changes only when that set changes
+        (a poller built afresh each turn cost more than the turn's own work)."""
+        want: set[Any] = {fd for run in self.runs.values() for fd in run.fds()}
+        for run in self.dying:
+            want.update(run.fds())
+        if self.sock is not None:
+            want.add(self.sock)
+        if want != self._polled:
+            for gone in self._polled - want:
+                self._poller.unregister(gone)
+            for new in want - self._polled:
+                self._poller.register(new, zmq.POLLIN)
+            self._polled = want
+        return bool(want)
 
     def _read_socket(self, now: float) -> None:
         while self.sock is not None:
@@ -222,11 +247,18 @@ class WorkerAgent:
         self._do(self.session.finished(m.Killed(*key, reason), now), now)
 
     def _send(self, msg: m.Message) -> None:
-        if self.sock is None:
+        if self.sock is not None:
+            self._outgoing.append(msg)
+
+    def _flush(self) -> None:
+        """Send what this turn produced: several messages travel as one frame."""
+        out, self._outgoing = self._outgoing, []
+        if self.sock is None or not out:
             return
-        # zmq.Again: not connected (IMMEDIATE); the handshake timeout will retry
-        with contextlib.suppress(zmq.Again):
-            self.sock.send(codec.encode(msg), zmq.NOBLOCK)
+        for i in range(0, len(out), codec.MAX_BATCH):
+            # zmq.Again: not connected (IMMEDIATE); the handshake timeout will retry
+            with contextlib.suppress(zmq.Again):
+                self.sock.send(codec.encode_many(out[i:i + codec.MAX_BATCH]), zmq.NOBLOCK)
 
     # ------------------------------------------------------------ connection
     def _endpoint(self) -> str | None:
@@ -274,7 +306,9 @@ class WorkerAgent:
         hello = self.session.hello(now)
         # give the TCP handshake a moment so the first Hello is not refused by IMMEDIATE
         self._wait_connected(s, 0.5)
+        self._outgoing.clear()  # meant for the connection that was dropped
         self._send(hello)
+        self._flush()
 
     def _wait_connected(self, s: zmq.Socket[bytes], limit: float) -> None:
         deadline = self.clock() + limit
@@ -284,6 +318,7 @@ class WorkerAgent:
 
     def _disconnect(self, now: float) -> None:
         if self.sock is not None:
+            self._flush()  # as before batching: what this turn said goes to the old link
             self.sock.close(0)
             self.sock = None
         self._schedule_reconnect(now)
@@ -325,6 +360,7 @@ class WorkerAgent:
                     time.sleep(0.01)  # reaping children: nothing to wait on but their exit
         self.evaluator.close()
         if self.sock is not None:
+            self._flush()  # the Goodbye, if the loop ended before its turn's flush
             self.sock.setsockopt(zmq.LINGER, 1000)  # let the Goodbye leave
             self.sock.close()
             self.sock = None

@@ -55,6 +55,9 @@ class Running(Protocol):
 
     def fds(self) -> list[int]: ...
 
+    def due(self) -> bool:
+        """True when :meth:`poll` has work now, without waiting on any of :meth:`fds`."""
+
     def poll(self, now: float) -> list[Output]: ...
 
     def kill(self, now: float, hard: bool = False) -> None:
@@ -190,6 +193,9 @@ class _PythonRun:
     def fds(self) -> list[int]:
         return [] if self.done else [self.child.conn.fileno()]
 
+    def due(self) -> bool:
+        return False
+
     def poll(self, now: float) -> list[Output]:
         if not self.done and not self.child.ready:
             return self._poll_start()
@@ -286,6 +292,9 @@ class _Failed:
     def fds(self) -> list[int]:
         return []
 
+    def due(self) -> bool:
+        return not self.reported
+
     def poll(self, now: float) -> list[Output]:
         if self.reported:
             return []
@@ -325,6 +334,9 @@ class _CommandRun:
 
     def fds(self) -> list[int]:
         return sorted(self.open)
+
+    def due(self) -> bool:
+        return False
 
     def poll(self, now: float) -> list[Output]:
         out: list[Output] = []

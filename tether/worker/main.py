@@ -9,7 +9,8 @@ import sys
 from tether import keys
 from tether.errors import ConfigError
 from tether.worker.agent import WorkerAgent, WorkerOptions
-from tether.worker.evaluators import make_evaluator
+from tether.worker.evaluators import Evaluator, make_evaluator
+from tether.worker.inprocess import InProcessEvaluator
 from tether.worker.walltime import job_seconds_left
 
 #: --max-wait inside a Slurm/PBS job when not given: a worker whose run is gone must not
@@ -48,7 +49,16 @@ def run_worker(a: argparse.Namespace) -> int:
         BATCH_MAX_WAIT if in_batch_job() else None)
     if max_wait is not None and max_wait <= 0:
         max_wait = None  # --max-wait 0: wait forever
-    evaluator = make_evaluator(a.python, a.command, getattr(a, "parser", None), slots)
+    evaluator: Evaluator
+    if getattr(a, "in_process", False):
+        if a.python is None:
+            raise ConfigError("--in-process runs a Python objective: it needs --python")
+        if slots != 1:
+            raise ConfigError("--in-process runs one evaluation at a time: it cannot be "
+                              f"combined with --slots {a.slots} (start more workers instead)")
+        evaluator = InProcessEvaluator(a.python)
+    else:
+        evaluator = make_evaluator(a.python, a.command, getattr(a, "parser", None), slots)
     opts = WorkerOptions(connect=a.connect, address_file=a.address_file, name=a.name,
                          walltime=walltime, drain=a.drain, slots=slots, max_wait=max_wait,
                          keys=a.keys)

@@ -73,7 +73,7 @@ def accepts_report(fn: Any) -> bool:
 
 def _run(conn: Connection, fn: Any, takes_report: bool, x: Any) -> None:
     def report(value: float, **info: Any) -> None:
-        conn.send(("partial", (float(value), _plain(info))))
+        conn.send(("partial", (float(value), plain_info(info))))
 
     try:
         raw = fn(x, report=report) if takes_report else fn(x)
@@ -85,6 +85,6 @@ def _run(conn: Connection, fn: Any, takes_report: bool, x: Any) -> None:
     conn.send(("value", value))
 
 
-def _plain(info: dict[str, Any]) -> dict[str, Any]:
+def plain_info(info: dict[str, Any]) -> dict[str, Any]:
     # info travels in msgpack: keep only scalars a log line can hold
     return {str(k): v for k, v in info.items() if isinstance(v, (int, float, str, bool))}
