@@ -308,3 +308,20 @@ def test_summary_of_an_unfinished_log(tmp_path: Path) -> None:
     empty = summary(tabulate(events[:1]))
     assert empty["evaluations"] == 0 and empty["best_value"] is None
     assert "none completed" in format_summary(empty, "x")
+
+
+@pytest.mark.parametrize("line", [
+    {"event": "completed", "t": 1.5, "seq": 0, "value": 0.1 + 0.2, "x": [1e-05, 1e300]},
+    {"event": "partial", "t": 2.0, "seq": 1, "value": np.float64(2.5), "info": {"é": "ü ✓"}},
+    {"event": "run_started", "t": 0.0, "seq": 2, "run": {"target": math.nan, "n": 2**70},
+     "best_x": [math.inf, -math.inf, 1.0]},
+])
+def test_fast_and_stdlib_encodings_decode_the_same(line: dict[str, Any],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from tether.log import journal
+
+    fast = journal.encode_line(line)
+    monkeypatch.setattr(journal, "orjson", None)  # the path taken without the `fast` extra
+    slow = journal.encode_line(line)
+    assert strict_loads(fast.decode()) == strict_loads(slow.decode())
+    assert b"\n" not in fast and b"NaN" not in fast and b"Infinity" not in fast
