@@ -303,16 +303,18 @@ def resume(log: Path, work: Path, tag: str, evaluations: int, timeout: float) ->
                     raise BenchError(f"--resume exited {proc.returncode}:\n{out.read_text()[-2000:]}")
                 if math.isnan(t_listen) and addr.exists():
                     t_listen = now - t0
-                if os.path.getsize(copy) > size0:
+                if math.isnan(t_ready) and os.path.getsize(copy) > size0:
                     fh.seek(size0)
                     if b'"resumed":true' in fh.read():
                         t_ready = clock() - t0
                         hwm = vm_hwm_mb(proc.pid)
                         cpu = proc_cpu(proc.pid)
-                        break
+                # both, in either order: the address file is renamed into place a few
+                # milliseconds after the resumed event, and stopping between the two
+                # left "listening" unmeasured
+                if not math.isnan(t_ready) and not math.isnan(t_listen):
+                    break
                 time.sleep(0.005)
-        if math.isnan(t_listen):
-            t_listen = t_ready if addr.exists() else math.nan
     finally:
         kill_group(proc)
         copy.unlink(missing_ok=True)
