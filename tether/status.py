@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import zmq
 
+from tether.addressfile import read_address
 from tether.errors import ConfigError, TetherError
 from tether.protocol import codec
 from tether.protocol import messages as m
@@ -59,7 +59,7 @@ def endpoint_from(where: str) -> str:
     if "://" in where:
         return where
     try:
-        return Path(where).read_text().split("\n", 1)[0].strip()
+        return read_address(where).endpoint or ""
     except OSError as exc:
         raise ConfigError(f"status: {where} is neither tcp://HOST:PORT nor a readable "
                           f"address file ({exc.strerror})") from None

@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Any
 
 from tether import __version__, keys
+from tether.addressfile import write_address
 from tether.controller.core import ControllerCore
 from tether.controller.detach import hold_pidfile
 from tether.controller.progress import Progress
@@ -28,7 +29,6 @@ from tether.log.journal import JournalWriter, iter_events, iter_lines, repair
 from tether.space import Space
 from tether.strategies import create
 from tether.strategies.warmstart import apply_warm_start
-from tether.worker.agent import FINISHED_MARK
 
 log = logging.getLogger("tether.controller")
 
@@ -313,7 +313,7 @@ def _run_controller(args: ControllerArgs) -> int:
               "continue with --resume", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED if server.stop_requested == "interrupted" else EXIT_RESUMABLE
     if args.address_file and not reason.startswith(RETRYABLE):
-        mark_finished(args.address_file, where, reason)
+        write_address(args.address_file, where, finished=reason)
     return report_end(server.core, config)
 
 
@@ -323,17 +323,6 @@ def resumed_line(core: ControllerCore) -> str:
     left = max(0, core.settings.budget - v.n_completed)
     return (f"resumed: {v.n_completed} completed so far, {core.state.n_failed} failed, "
             f"{running} in flight (waiting for their workers), {left} of the budget left")
-
-
-def write_address(path: str, where: str, extra: str = "") -> None:
-    tmp = Path(path + ".tmp")
-    tmp.write_text(where + "\n" + extra)
-    tmp.replace(path)  # atomic: a worker never reads half an address
-
-
-def mark_finished(path: str, where: str, reason: str) -> None:
-    """Late workers that read the address file exit at once (see worker.agent)."""
-    write_address(path, where, f"{FINISHED_MARK} {reason}\n")
 
 
 @contextlib.contextmanager

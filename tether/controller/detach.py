@@ -19,6 +19,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from tether.addressfile import read_address
 from tether.controller.settings import RunSettings, load_config
 from tether.errors import ConfigError
 
@@ -101,8 +102,7 @@ def detach(argv: list[str], config: str | None, log: str | None, address_file: s
 
 
 def _started(pid: int, addr: Path, log_path: str, out: Path, pidfile: str) -> int:
-    lines = addr.read_text(encoding="utf-8").splitlines()
-    where = lines[0] if lines else "?"
+    where = read_address(str(addr)).endpoint or "?"
     print(f"tether controller running in the background, pid {pid} (in {pidfile})")
     print(f"listening on {where}; workers: tether worker --address-file {addr} ...")
     print(f"log {log_path}, output {out}")

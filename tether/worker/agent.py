@@ -20,13 +20,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import zmq
 
 from tether import keys
+from tether.addressfile import read_address
 from tether.errors import ConfigError, RemoteProtocolError
 from tether.protocol import codec
 from tether.protocol import messages as m
@@ -54,8 +54,6 @@ class WorkerOptions:
     max_wait: float | None = None  # give up (exit 3) after this long without a controller
     keys: str | None = None  # CURVE key directory: this worker's pair and the controller's key
 
-#: the address file's second line once the run is over (``finished REASON``)
-FINISHED_MARK = "finished"
 #: exit status when no controller answered for --max-wait seconds
 EXIT_NO_CONTROLLER = 3
 
@@ -265,16 +263,15 @@ class WorkerAgent:
         if self.opts.connect:
             return self.opts.connect
         try:
-            lines = Path(self.opts.address_file or "").read_text().split("\n")
+            addr = read_address(self.opts.address_file or "")
         except OSError:
             return None
-        mark = next((ln for ln in lines[1:] if ln.startswith(FINISHED_MARK)), None)
         held = self.session.running or self.session.queued or self.session.outbox
-        if mark is not None and not held:
+        if addr.finished is not None and not held:
             # the run this address belonged to is over: a late worker has nothing to do
-            self.exit_reason = f"the run already finished ({mark[len(FINISHED_MARK):].strip()})"
+            self.exit_reason = f"the run already finished ({addr.finished})"
             return None
-        return lines[0].strip() or None
+        return addr.endpoint
 
     def _connect(self, now: float) -> None:
         endpoint = self._endpoint()
