@@ -53,12 +53,18 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     explore_evals = o.get("explore_evals", default_explore, int) if name == "async-bo" else 0
     islands = o.get("islands", 1, int) if name == "async-bo" else 1
     handover = o.get("handover", 0.8, float) if name == "async-bo" else 0.8
+    polish = o.get("polish", 0.0, float) if name == "async-bo" else 0.0
+    cull = o.get("cull", 0.0, float) if name == "async-bo" else 0.0
     o.done()
     _choice("explore", explore, EXPLORERS)
     if islands < 1:
         raise ConfigError(f"[strategy] islands must be >= 1, got {islands}")
     if not 0.0 <= handover <= 1.0:
         raise ConfigError(f"[strategy] handover must be in [0, 1], got {handover}")
+    if not 0.0 <= polish < 1.0:
+        raise ConfigError(f"[strategy] polish must be in [0, 1), got {polish}")
+    if not 0.0 <= cull <= handover:
+        raise ConfigError(f"[strategy] cull must be in [0, handover], got {cull}")
     if explore_evals < 0:
         raise ConfigError(f"[strategy] explore_evals must be >= 0, got {explore_evals}")
     _choice("kernel", kernel, KERNELS)
@@ -90,7 +96,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
                       penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
                       candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead,
                       explore=explore, explore_evals=explore_evals if explore != "none" else 0,
-                      islands=islands, handover=handover)
+                      islands=islands, handover=handover, polish=polish, cull=cull)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -110,7 +116,8 @@ def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> Asyn
             # each island its own seed, so their designs differ
             return make_async_bo(space, share, dict(options, islands=1, seed=seed * 7919 + i))
 
-        isl = Islands(space, budget, settings.islands, settings.handover, island)
+        isl = Islands(space, budget, settings.islands, settings.handover, island,
+                      cull=settings.cull)
         isl.ask_ahead = settings.ask_ahead  # the controller reads it from the top strategy
         return isl
     from tether.strategies.bo.strategy import AsyncBO

@@ -16,6 +16,7 @@ each island's data, pending points and explorer state.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -32,11 +33,19 @@ class Islands(Strategy):
     name = "async-bo"
 
     def __init__(self, space: Space, budget: int, islands: int, handover: float,
-                 make: Callable[[int, int], Strategy]) -> None:
-        """``make(i, budget)`` builds island ``i``'s strategy for that budget."""
+                 make: Callable[[int, int], Strategy], cull: float = 0.0) -> None:
+        """``make(i, budget)`` builds island ``i``'s strategy for that budget.
+
+        ``cull`` > 0 (with three islands or more): from that share of the budget on only
+        the two islands holding the best values keep asking.
+        """
         self.space, self.budget, self.k, self.handover = space, budget, islands, handover
+        self.cull = cull
         self.shares = [budget // islands + (i < budget % islands) for i in range(islands)]
         self.subs = [make(i, self.shares[i]) for i in range(islands)]
+        for sub in self.subs:  # its polish phase is the end of the run, not of its share
+            if hasattr(sub, "run_budget"):
+                sub.run_budget = budget
 
     @staticmethod
     def island_of(rec: Record) -> tuple[int, str]:
@@ -52,17 +61,34 @@ class Islands(Strategy):
                 counts[i] += 1
         return counts
 
-    def _budgets(self, view: RunView, counts: list[int]) -> tuple[list[int], int | None]:
-        """Each island's budget, and the winner once the hand-over has happened."""
-        best = view.best
-        if best is None or len(view.records) < self.handover * self.budget:
-            return self.shares, None
-        w, _ = self.island_of(best)
-        if w < 0:  # a warm-start record is the best: keep alternating
-            return self.shares, None
-        budgets = list(counts)  # the others stop where they are
-        budgets[w] = self.budget - sum(counts) + counts[w]
-        return budgets, w
+    def _alive(self, view: RunView) -> list[int]:
+        """The islands still asking: all, the best two after ``cull``, the best one after
+        ``handover``. Read from the view at every ask, so a replay agrees."""
+        n, best = len(view.records), view.best
+        if best is not None and n >= self.handover * self.budget:
+            w, _ = self.island_of(best)
+            if w >= 0:  # a warm-start record is the best: keep alternating
+                return [w]
+        if self.cull > 0 and self.k > 2 and n >= self.cull * self.budget:
+            vals = [math.inf] * self.k
+            for rec in view.records.values():
+                i, _ = self.island_of(rec)
+                if i >= 0 and rec.value is not None and math.isfinite(rec.value):
+                    vals[i] = min(vals[i], rec.value)
+            return sorted(range(self.k), key=lambda i: (vals[i], i))[:2]
+        return list(range(self.k))
+
+    def _budgets(self, view: RunView, counts: list[int]) -> tuple[list[int], list[int]]:
+        """Each island's budget, and the islands still asking.
+
+        A dropped island stops where it is; an island still asking sees the run's
+        remaining budget as its own, so its end game (``exploit``, ``polish``) runs at
+        the end of the run.
+        """
+        alive = self._alive(view)
+        left = self.budget - sum(counts)
+        budgets = [counts[i] + left if i in alive else counts[i] for i in range(self.k)]
+        return budgets, alive
 
     def _view(self, view: RunView, i: int, budget: int) -> RunView:
         sub = RunView(self.space, budget, n_workers=view.n_workers, now=view.now)
@@ -74,9 +100,9 @@ class Islands(Strategy):
 
     def propose(self, view: RunView) -> Proposal | None:
         counts = self._counts(view)
-        budgets, winner = self._budgets(view, counts)
-        # before the hand-over the island with the fewest points asks, so they alternate
-        order = [winner] if winner is not None else sorted(range(self.k), key=counts.__getitem__)
+        budgets, alive = self._budgets(view, counts)
+        # the island with the fewest points asks, so the ones still asking alternate
+        order = sorted(alive, key=counts.__getitem__)
         for i in order:
             sub = self._view(view, i, budgets[i])
             if sub.remaining <= 0:
