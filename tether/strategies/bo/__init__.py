@@ -56,7 +56,6 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     # measured on 100 seeds each: Branin seed setup and Hartmann6 (docs/bo.md, End game)
     polish = o.get("polish", 0.35, float) if name == "async-bo" else 0.0
     cull = o.get("cull", 0.0, float) if name == "async-bo" else 0.0
-    repel = o.get("repel", 0.0, float) if name == "async-bo" else 0.0
     o.done()
     _choice("explore", explore, EXPLORERS)
     if islands < 1:
@@ -67,8 +66,6 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
         raise ConfigError(f"[strategy] polish must be in [0, 1), got {polish}")
     if not 0.0 <= cull <= handover:
         raise ConfigError(f"[strategy] cull must be in [0, handover], got {cull}")
-    if not 0.0 <= repel <= 1.0:
-        raise ConfigError(f"[strategy] repel must be in [0, 1], got {repel}")
     if explore_evals < 0:
         raise ConfigError(f"[strategy] explore_evals must be >= 0, got {explore_evals}")
     _choice("kernel", kernel, KERNELS)
@@ -100,8 +97,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
                       penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
                       candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead,
                       explore=explore, explore_evals=explore_evals if explore != "none" else 0,
-                      islands=islands, handover=handover, polish=polish, cull=cull,
-                      repel=repel)
+                      islands=islands, handover=handover, polish=polish, cull=cull)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -122,7 +118,7 @@ def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> Asyn
             return make_async_bo(space, share, dict(options, islands=1, seed=seed * 7919 + i))
 
         isl = Islands(space, budget, settings.islands, settings.handover, island,
-                      cull=settings.cull, repel=settings.repel)
+                      cull=settings.cull)
         isl.ask_ahead = settings.ask_ahead  # the controller reads it from the top strategy
         return isl
     from tether.strategies.bo.strategy import AsyncBO

@@ -136,28 +136,6 @@ class PenalizedLogEI:
         return val, g
 
 
-def repelled(acq: AcqFn, avoid: np.ndarray, radius: float) -> AcqFn:
-    """``acq`` (a log acquisition) minus ``1000 (1 - d/radius)^2`` within ``radius`` of
-    each ``avoid`` point (``d`` its Euclidean distance): other islands' incumbents, whose
-    basins this island should not climb too. Hard inside (log-EI spans tens of units, so
-    a mild factor would not keep a search out), smooth at the edge for L-BFGS-B."""
-    if len(avoid) == 0 or radius <= 0:
-        return acq
-
-    def fn(x: np.ndarray, grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        v, g = acq(x, grad)
-        diff = x[:, None, :] - avoid[None, :, :]  # (m, k, d)
-        dist = np.sqrt((diff**2).sum(-1)) + 1e-12
-        gap = np.maximum(0.0, 1.0 - dist / radius)
-        v = v - 1000.0 * (gap**2).sum(1)
-        if g is not None:
-            # d/dx of -1000 gap^2 = 2000 gap / (radius dist) * diff
-            g = g + ((2000.0 * gap / (radius * dist))[:, :, None] * diff).sum(1)
-        return v, g
-
-    return fn
-
-
 def maximize(acq: AcqFn, candidates: np.ndarray, n_starts: int = 6,
              maxiter: int = 60, box: tuple[np.ndarray, np.ndarray] | None = None,
              ) -> tuple[np.ndarray, float]:

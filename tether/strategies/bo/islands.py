@@ -20,8 +20,6 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
 from tether.records import Evaluate, Proposal, Record, RunView
 from tether.space import Space
 from tether.strategies.base import Strategy
@@ -35,15 +33,14 @@ class Islands(Strategy):
     name = "async-bo"
 
     def __init__(self, space: Space, budget: int, islands: int, handover: float,
-                 make: Callable[[int, int], Strategy], cull: float = 0.0,
-                 repel: float = 0.0) -> None:
+                 make: Callable[[int, int], Strategy], cull: float = 0.0) -> None:
         """``make(i, budget)`` builds island ``i``'s strategy for that budget.
 
         ``cull`` > 0 (with three islands or more): from that share of the budget on only
         the two islands holding the best values keep asking.
         """
         self.space, self.budget, self.k, self.handover = space, budget, islands, handover
-        self.cull, self.repel = cull, repel
+        self.cull = cull
         self.shares = [budget // islands + (i < budget % islands) for i in range(islands)]
         self.subs = [make(i, self.shares[i]) for i in range(islands)]
         for sub in self.subs:  # its polish phase is the end of the run, not of its share
@@ -110,27 +107,10 @@ class Islands(Strategy):
             sub = self._view(view, i, budgets[i])
             if sub.remaining <= 0:
                 continue
-            if self.repel > 0 and hasattr(self.subs[i], "avoid"):
-                self._set_avoid(view, i, alive)
             p = self.subs[i].propose(sub)
             if isinstance(p, Evaluate):
                 return Evaluate(p.x, f"async-bo:island{i}:{p.tag}")
         return None
-
-    def _set_avoid(self, view: RunView, i: int, alive: list[int]) -> None:
-        """Island ``i`` keeps ``repel`` away from the best point of every other island
-        still asking, so two islands do not climb the same basin."""
-        best: dict[int, Record] = {}
-        for rec in view.records.values():
-            j, _ = self.island_of(rec)
-            if (j >= 0 and j != i and j in alive and rec.value is not None
-                    and math.isfinite(rec.value)
-                    and (j not in best or rec.value < (best[j].value or 0.0))):
-                best[j] = rec
-        pts = [r.x for r in best.values()]
-        sub = self.subs[i]
-        sub.avoid = self.space.to_unit(np.array(pts, dtype=float).reshape(-1, self.space.dim))  # type: ignore[attr-defined]
-        sub.avoid_radius = self.repel  # type: ignore[attr-defined]
 
     def on_event(self, kind: str, record: Record, view: RunView) -> None:
         i, tag = self.island_of(record)

@@ -22,7 +22,7 @@ from scipy.stats import qmc, rankdata
 from tether.records import Evaluate, Proposal, Record, RunView, Status
 from tether.space import Space
 from tether.strategies.base import Strategy, rng_for
-from tether.strategies.bo.acquisition import PenalizedLogEI, lipschitz, maximize, repelled
+from tether.strategies.bo.acquisition import PenalizedLogEI, lipschitz, maximize
 from tether.strategies.bo.model import GPModel, Posterior
 
 MIN_DATA = 2  # completed values needed before the GP takes over from the design
@@ -68,7 +68,6 @@ class BOSettings:
     handover: float = 0.8  # async-bo: share of the budget after which the best island asks
     polish: float = 0.35  # async-bo: share of the budget at the end spent around the incumbent
     cull: float = 0.0  # async-bo islands: share of the budget after which 2 islands remain
-    repel: float = 0.0  # async-bo islands: radius kept from the other islands' incumbents
 
 
 class BayesOpt(Strategy):
@@ -91,10 +90,6 @@ class BayesOpt(Strategy):
         self._n_fitted = 0  # completed count at the last hyperparameter fit
         self._n_full = 0  # completed count at the last multi-start fit
         self._post: Posterior | None = None
-        # islands with ``repel``: the other islands' incumbents (unit cube), set by the
-        # Islands strategy before each ask from the view, and the radius kept from them
-        self.avoid = np.empty((0, self.dim))
-        self.avoid_radius = 0.0
         self._prior_x = np.empty((0, self.dim))  # warm-start data (unit cube) and values
         self._prior_y = np.empty(0)
 
@@ -183,9 +178,8 @@ class BayesOpt(Strategy):
         # the gradient at every data point costs O(n^2 d) memory: a sample past 256
         some = x_data if len(x_data) <= 256 else x_data[rng.choice(len(x_data), 256, False)]
         lip = lipschitz(post, np.vstack([sobol[:200], some]))
-        acq = repelled(PenalizedLogEI(post, best, busy, lip, penalizer=s.penalizer,
-                                      stable=s.acquisition == "logei"),
-                       self.avoid, self.avoid_radius)
+        acq = PenalizedLogEI(post, best, busy, lip, penalizer=s.penalizer,
+                             stable=s.acquisition == "logei")
         # Around the best observed points, at a scale set by the fitted lengthscales,
         # is where EI's sharp local optima sit once the model has converged.
         top = x_data[np.argsort(y_std)[:3]]
