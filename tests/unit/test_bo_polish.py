@@ -1,4 +1,4 @@
-"""async-bo options of issue 17: ``polish`` (boxed end game) and islands with ``cull``."""
+"""async-bo's ``polish`` end game (issue 17): options, regret, box, replay, islands."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from tether.records import Evaluate, Record
 from tether.space import Space
 from tether.strategies import create
 from tether.strategies.bo import parse_options
-from tether.strategies.bo.islands import Islands
 from tether.testing import check_replayable
 
 pytestmark = pytest.mark.bo
@@ -42,12 +41,11 @@ def _run(opts: dict[str, object], budget: int) -> tuple[list[Record], Record]:
     return [res.records[k] for k in sorted(res.records)], res.best
 
 
-def test_polish_and_cull_options_are_validated() -> None:
+def test_polish_option_is_validated() -> None:
     sp = Space.unit(2)
-    s = parse_options("async-bo", sp, {"polish": 0.2, "islands": 3, "cull": 0.5}, 30)
-    assert (s.polish, s.cull) == (0.2, 0.5)
-    for bad in ({"polish": 1.0}, {"polish": -0.1}, {"cull": 0.9}, {"cull": -1.0},
-                {"polish": "x"}):
+    assert parse_options("async-bo", sp, {}, 30).polish == 0.35  # the default
+    assert parse_options("async-bo", sp, {"polish": 0}, 30).polish == 0.0
+    for bad in ({"polish": 1.0}, {"polish": -0.1}, {"polish": "x"}):
         with pytest.raises(ConfigError):
             parse_options("async-bo", sp, bad, 30)
     with pytest.raises(ConfigError):
@@ -79,17 +77,6 @@ def test_polish_asks_stay_near_the_incumbent() -> None:
         assert np.abs(np.array(r.x) - inc).max() <= 0.5 + 1e-9
 
 
-def test_cull_keeps_two_islands_then_hands_over() -> None:
-    opts = {"seed": 5, "islands": 3, "cull": 0.4, "handover": 0.7}
-    records, best = _run(opts, 45)
-    island = [Islands.island_of(r)[0] for r in records]
-    assert set(island[:15]) == {0, 1, 2}  # all three alternate first
-    # from 18 points (0.4 of 45) on at most two islands ask, from 32 (0.7) on one
-    assert len(set(island[18:31])) <= 2
-    assert len(set(island[32:])) == 1
-    assert best.value is not None and best.value - BRANIN_MIN < 1e-2
-
-
 def test_polish_replays_from_the_log() -> None:
     # a resumed controller rebuilds the strategy from the log: every cut must propose
     # what the live run did (the polish phase is read from the view). Not to rounding:
@@ -101,12 +88,13 @@ def test_polish_replays_from_the_log() -> None:
                      budget=24, max_cuts=6, atol=1e-2)
 
 
-def test_culled_islands_replay_from_the_log() -> None:
-    # after a crash the islands still asking are read from the view again: at every cut
-    # a rebuilt strategy asks from the island the live one asked from (the point itself
-    # differs a little, see above)
+def test_islands_with_polish_replay_from_the_log() -> None:
+    # after a crash the island that asks is read from the view again: at every cut a
+    # rebuilt strategy asks from the island the live one asked from (before and after
+    # the hand-over, in and out of the polish phase; the point itself differs a little,
+    # see above)
     sp = Space.unit(2)
-    opts = {"seed": 2, "islands": 3, "cull": 0.4, "handover": 0.7, "polish": 0.2}
+    opts = {"seed": 2, "islands": 2, "handover": 0.6, "polish": 0.3}
     run = SimulatedController(sp, create("async-bo", sp, 24, opts), branin, workers=3,
                               settings=RunSettings(budget=24),
                               duration=lambda x: 1.0 + x.sum()).run()

@@ -55,7 +55,6 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     handover = o.get("handover", 0.8, float) if name == "async-bo" else 0.8
     # measured on 100 seeds each: Branin seed setup and Hartmann6 (docs/bo.md, End game)
     polish = o.get("polish", 0.35, float) if name == "async-bo" else 0.0
-    cull = o.get("cull", 0.0, float) if name == "async-bo" else 0.0
     o.done()
     _choice("explore", explore, EXPLORERS)
     if islands < 1:
@@ -64,8 +63,6 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
         raise ConfigError(f"[strategy] handover must be in [0, 1], got {handover}")
     if not 0.0 <= polish < 1.0:
         raise ConfigError(f"[strategy] polish must be in [0, 1), got {polish}")
-    if not 0.0 <= cull <= handover:
-        raise ConfigError(f"[strategy] cull must be in [0, handover], got {cull}")
     if explore_evals < 0:
         raise ConfigError(f"[strategy] explore_evals must be >= 0, got {explore_evals}")
     _choice("kernel", kernel, KERNELS)
@@ -97,7 +94,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
                       penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
                       candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead,
                       explore=explore, explore_evals=explore_evals if explore != "none" else 0,
-                      islands=islands, handover=handover, polish=polish, cull=cull)
+                      islands=islands, handover=handover, polish=polish)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -117,8 +114,7 @@ def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> Asyn
             # each island its own seed, so their designs differ
             return make_async_bo(space, share, dict(options, islands=1, seed=seed * 7919 + i))
 
-        isl = Islands(space, budget, settings.islands, settings.handover, island,
-                      cull=settings.cull)
+        isl = Islands(space, budget, settings.islands, settings.handover, island)
         isl.ask_ahead = settings.ask_ahead  # the controller reads it from the top strategy
         return isl
     from tether.strategies.bo.strategy import AsyncBO

@@ -16,7 +16,6 @@ each island's data, pending points and explorer state.
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -33,14 +32,9 @@ class Islands(Strategy):
     name = "async-bo"
 
     def __init__(self, space: Space, budget: int, islands: int, handover: float,
-                 make: Callable[[int, int], Strategy], cull: float = 0.0) -> None:
-        """``make(i, budget)`` builds island ``i``'s strategy for that budget.
-
-        ``cull`` > 0 (with three islands or more): from that share of the budget on only
-        the two islands holding the best values keep asking.
-        """
+                 make: Callable[[int, int], Strategy]) -> None:
+        """``make(i, budget)`` builds island ``i``'s strategy for that budget."""
         self.space, self.budget, self.k, self.handover = space, budget, islands, handover
-        self.cull = cull
         self.shares = [budget // islands + (i < budget % islands) for i in range(islands)]
         self.subs = [make(i, self.shares[i]) for i in range(islands)]
         for sub in self.subs:  # its polish phase is the end of the run, not of its share
@@ -62,26 +56,19 @@ class Islands(Strategy):
         return counts
 
     def _alive(self, view: RunView) -> list[int]:
-        """The islands still asking: all, the best two after ``cull``, the best one after
-        ``handover``. Read from the view at every ask, so a replay agrees."""
-        n, best = len(view.records), view.best
-        if best is not None and n >= self.handover * self.budget:
+        """The islands still asking: all, then after ``handover`` the one holding the
+        best point. Read from the view at every ask, so a replay agrees."""
+        best = view.best
+        if best is not None and len(view.records) >= self.handover * self.budget:
             w, _ = self.island_of(best)
             if w >= 0:  # a warm-start record is the best: keep alternating
                 return [w]
-        if self.cull > 0 and self.k > 2 and n >= self.cull * self.budget:
-            vals = [math.inf] * self.k
-            for rec in view.records.values():
-                i, _ = self.island_of(rec)
-                if i >= 0 and rec.value is not None and math.isfinite(rec.value):
-                    vals[i] = min(vals[i], rec.value)
-            return sorted(range(self.k), key=lambda i: (vals[i], i))[:2]
         return list(range(self.k))
 
     def _budgets(self, view: RunView, counts: list[int]) -> tuple[list[int], list[int]]:
         """Each island's budget, and the islands still asking.
 
-        A dropped island stops where it is; an island still asking sees the run's
+        An island that lost the hand-over stops where it is; an island still asking sees the run's
         remaining budget as its own, so its end game (``exploit``, ``polish``) runs at
         the end of the run.
         """

@@ -67,7 +67,6 @@ class BOSettings:
     islands: int = 1  # async-bo: independent searches (islands.py)
     handover: float = 0.8  # async-bo: share of the budget after which the best island asks
     polish: float = 0.35  # async-bo: share of the budget at the end spent around the incumbent
-    cull: float = 0.0  # async-bo islands: share of the budget after which 2 islands remain
 
 
 class BayesOpt(Strategy):
