@@ -68,9 +68,9 @@ class Islands(Strategy):
     def _budgets(self, view: RunView, counts: list[int]) -> tuple[list[int], list[int]]:
         """Each island's budget, and the islands still asking.
 
-        An island that lost the hand-over stops where it is; an island still asking sees the run's
-        remaining budget as its own, so its end game (``exploit``, ``polish``) runs at
-        the end of the run.
+        An island that lost the hand-over stops where it is; an island still asking
+        sees the run's remaining budget as its own, so its end game (``exploit``,
+        ``polish``) runs at the end of the run.
         """
         alive = self._alive(view)
         left = self.budget - sum(counts)
