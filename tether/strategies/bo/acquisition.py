@@ -137,8 +137,9 @@ class PenalizedLogEI:
 
 
 def maximize(acq: AcqFn, candidates: np.ndarray, n_starts: int = 6,
-             maxiter: int = 60) -> tuple[np.ndarray, float]:
-    """Best point of ``acq`` over the unit cube.
+             maxiter: int = 60, box: tuple[np.ndarray, np.ndarray] | None = None,
+             ) -> tuple[np.ndarray, float]:
+    """Best point of ``acq`` over the unit cube, or over ``box`` (lower, upper) inside it.
 
     Scores every candidate (quasi-random points plus the best observed points), then
     polishes the ``n_starts`` best by one L-BFGS-B run over all of them at once: the
@@ -155,9 +156,11 @@ def maximize(acq: AcqFn, candidates: np.ndarray, n_starts: int = 6,
         assert g is not None
         return -float(v.sum()), -g.ravel()
 
+    lo, hi = box if box is not None else (np.zeros(d), np.ones(d))
     res = minimize(fun, starts.ravel(), jac=True, method="L-BFGS-B",
-                   bounds=[(0.0, 1.0)] * (m * d), options={"maxiter": maxiter})
-    polished = np.clip(res.x.reshape(m, d), 0.0, 1.0)
+                   bounds=list(zip(np.tile(lo, m), np.tile(hi, m), strict=True)),
+                   options={"maxiter": maxiter})
+    polished = np.clip(res.x.reshape(m, d), lo, hi)
     pv, _ = acq(polished, False)
     i = int(np.argmax(pv))
     if pv[i] >= vals[order[0]]:

@@ -37,6 +37,9 @@ class Islands(Strategy):
         self.space, self.budget, self.k, self.handover = space, budget, islands, handover
         self.shares = [budget // islands + (i < budget % islands) for i in range(islands)]
         self.subs = [make(i, self.shares[i]) for i in range(islands)]
+        for sub in self.subs:  # its polish phase is the end of the run, not of its share
+            if hasattr(sub, "run_budget"):
+                sub.run_budget = budget
 
     @staticmethod
     def island_of(rec: Record) -> tuple[int, str]:
@@ -52,17 +55,27 @@ class Islands(Strategy):
                 counts[i] += 1
         return counts
 
-    def _budgets(self, view: RunView, counts: list[int]) -> tuple[list[int], int | None]:
-        """Each island's budget, and the winner once the hand-over has happened."""
+    def _alive(self, view: RunView) -> list[int]:
+        """The islands still asking: all, then after ``handover`` the one holding the
+        best point. Read from the view at every ask, so a replay agrees."""
         best = view.best
-        if best is None or len(view.records) < self.handover * self.budget:
-            return self.shares, None
-        w, _ = self.island_of(best)
-        if w < 0:  # a warm-start record is the best: keep alternating
-            return self.shares, None
-        budgets = list(counts)  # the others stop where they are
-        budgets[w] = self.budget - sum(counts) + counts[w]
-        return budgets, w
+        if best is not None and len(view.records) >= self.handover * self.budget:
+            w, _ = self.island_of(best)
+            if w >= 0:  # a warm-start record is the best: keep alternating
+                return [w]
+        return list(range(self.k))
+
+    def _budgets(self, view: RunView, counts: list[int]) -> tuple[list[int], list[int]]:
+        """Each island's budget, and the islands still asking.
+
+        An island that lost the hand-over stops where it is; an island still asking
+        sees the run's remaining budget as its own, so its end game (``exploit``,
+        ``polish``) runs at the end of the run.
+        """
+        alive = self._alive(view)
+        left = self.budget - sum(counts)
+        budgets = [counts[i] + left if i in alive else counts[i] for i in range(self.k)]
+        return budgets, alive
 
     def _view(self, view: RunView, i: int, budget: int) -> RunView:
         sub = RunView(self.space, budget, n_workers=view.n_workers, now=view.now)
@@ -74,9 +87,9 @@ class Islands(Strategy):
 
     def propose(self, view: RunView) -> Proposal | None:
         counts = self._counts(view)
-        budgets, winner = self._budgets(view, counts)
-        # before the hand-over the island with the fewest points asks, so they alternate
-        order = [winner] if winner is not None else sorted(range(self.k), key=counts.__getitem__)
+        budgets, alive = self._budgets(view, counts)
+        # the island with the fewest points asks, so the ones still asking alternate
+        order = sorted(alive, key=counts.__getitem__)
         for i in order:
             sub = self._view(view, i, budgets[i])
             if sub.remaining <= 0:

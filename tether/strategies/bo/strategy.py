@@ -38,6 +38,11 @@ WARM_ITERS = 3
 # barely moves the hyperparameters, and the refit is half of such an ask. Below that
 # (every run of 100 evaluations or fewer) nothing changes.
 REFIT_GROWTH = 50
+# Polish phase: log-EI is maximized in a box around the incumbent whose half-width is
+# this many fitted lengthscales per axis (clipped to [POLISH_MIN, 0.5] of the cube), so
+# the last asks refine the incumbent's basin instead of exploring the rest of the cube.
+POLISH_RADIUS = 0.5
+POLISH_MIN = 0.02
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class BOSettings:
     explore_evals: int = 0
     islands: int = 1  # async-bo: independent searches (islands.py)
     handover: float = 0.8  # async-bo: share of the budget after which the best island asks
+    polish: float = 0.35  # async-bo: share of the budget at the end spent around the incumbent
 
 
 class BayesOpt(Strategy):
@@ -152,8 +158,11 @@ class BayesOpt(Strategy):
         pts += [r.x for r in view.records.values() if r.status is Status.FAILED]
         return self.space.to_unit(np.array(pts, dtype=float).reshape(-1, self.dim))
 
-    def next_point(self, view: RunView, extra: list[np.ndarray] | None = None) -> np.ndarray:
-        """Maximize penalized log-EI; ``extra`` are further busy points (the batch so far)."""
+    def next_point(self, view: RunView, extra: list[np.ndarray] | None = None,
+                   local: bool = False) -> np.ndarray:
+        """Maximize penalized log-EI; ``extra`` are further busy points (the batch so far).
+
+        ``local``: only in a box around the best point (the polish phase)."""
         self.update_model(view)
         post = self._post
         assert post is not None
@@ -174,9 +183,16 @@ class BayesOpt(Strategy):
         # is where EI's sharp local optima sit once the model has converged.
         top = x_data[np.argsort(y_std)[:3]]
         scale = 0.05 * np.minimum(post.hyp.lengthscales, 1.0)
+        lo, hi = np.zeros(self.dim), np.ones(self.dim)
+        if local:
+            half = np.clip(POLISH_RADIUS * post.hyp.lengthscales, POLISH_MIN, 0.5)
+            lo, hi = np.clip(top[0] - half, 0.0, 1.0), np.clip(top[0] + half, 0.0, 1.0)
+            sobol = lo + sobol * (hi - lo)
+            top = np.clip(top, lo, hi)
         noise = rng.standard_normal((10 * len(top), self.dim)) * scale
-        local = np.clip(np.repeat(top, 10, 0) + noise, 0.0, 1.0)
-        x, _ = maximize(acq, np.vstack([sobol, top, local]), n_starts=s.n_starts)
+        near = np.clip(np.repeat(top, 10, 0) + noise, lo, hi)
+        x, _ = maximize(acq, np.vstack([sobol, top, near]), n_starts=s.n_starts,
+                        box=(lo, hi) if local else None)
         return x
 
     def exploit_point(self, view: RunView) -> np.ndarray:
@@ -224,6 +240,9 @@ class AsyncBO(BayesOpt):
         super().__init__(space, settings)
         self.ask_ahead = settings.ask_ahead
         self.explorer = explorer
+        # the whole run's budget when this search is an island (its view's budget is
+        # its share), so the polish phase is the last share of the run, not of the island
+        self.run_budget: int | None = None
 
     def warm_start(self, records: Sequence[Record]) -> None:
         super().warm_start(records)
@@ -241,7 +260,8 @@ class AsyncBO(BayesOpt):
             return self.evaluate(self.design_point(len(view.records)))
         if view.remaining <= self.settings.exploit:
             return self.evaluate(self.exploit_point(view))
-        return self.evaluate(self.next_point(view))
+        polish = view.remaining <= round(self.settings.polish * (self.run_budget or view.budget))
+        return self.evaluate(self.next_point(view, local=polish))
 
 
 class BatchBO(BayesOpt):
