@@ -207,8 +207,15 @@ def to_json_obj(ev: Event, seq: int) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------- parsing
+# The checks run a million times on a large log: `type(v) is int` is the fast path (and
+# excludes bool, which is an int subclass JSON decoders never produce for a number)
 def _num(obj: dict[str, Any], key: str) -> float:
     v = obj[key]
+    tv = type(v)
+    if tv is float:
+        return v
+    if tv is int:
+        return float(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise TypeError(f"{key} is not a number")
     return float(v)
@@ -221,6 +228,8 @@ def _opt_num(obj: dict[str, Any], key: str) -> float | None:
 
 def _int(obj: dict[str, Any], key: str, default: int | None = None) -> int:
     v = obj.get(key, default)
+    if type(v) is int:
+        return v
     if isinstance(v, bool) or not isinstance(v, int):
         raise TypeError(f"{key} is not an integer")
     return v
@@ -228,6 +237,8 @@ def _int(obj: dict[str, Any], key: str, default: int | None = None) -> int:
 
 def _str(obj: dict[str, Any], key: str, default: str | None = None) -> str:
     v = obj.get(key, default)
+    if type(v) is str:
+        return v
     if v is None:  # a killed PENDING evaluation has no worker: written as null or ""
         return ""
     if not isinstance(v, str):
@@ -239,6 +250,8 @@ def _point(obj: dict[str, Any], key: str) -> tuple[float, ...]:
     v = obj[key]
     if not isinstance(v, list):
         raise TypeError(f"{key} is not a list")
+    if all(type(c) is float for c in v):
+        return tuple(v)
     out = []
     for c in v:
         if c is None:
