@@ -5,13 +5,12 @@ is obeyed when the uninterruptible call returns, and a SIGKILLed agent loses not
 from __future__ import annotations
 
 import subprocess
-from collections import Counter
 
 import pytest
 
 from tests.contract import check_log
 from tests.integration.harness import TETHER, Cluster, env, events_of, wait_for
-from tests.integration.test_slots import max_concurrent
+from tests.integration.test_slots import assert_held_work_requeued_and_done_once, max_concurrent
 
 OBJ = "tests.integration.objectives"
 
@@ -75,13 +74,7 @@ def test_sigkill_of_an_in_process_worker_with_prefetched_work_loses_none(
     cluster.start_worker("--in-process", name="rescuer", python=f"{OBJ}:sleepy")
     assert cluster.wait_controller(120) == 0, cluster.output("controller")
     counts = check_log(cluster.log, completed=40)
-    back = {e["eval_id"] for e in events_of(cluster.log, "requeued")}
-    held = {e["eval_id"] for e in events_of(cluster.log, "started") if e["worker"] == "victim"}
-    victim_done = {e["eval_id"] for e in events_of(cluster.log, "completed")
-                   if e["worker"] == "victim"}
-    assert held - victim_done <= back and len(held - victim_done) >= 3
-    done = Counter(e["eval_id"] for e in events_of(cluster.log, "completed"))
-    assert all(done[eid] == 1 for eid in held)
+    assert_held_work_requeued_and_done_once(cluster.log, "victim")
     assert counts["failed"] == 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,17 @@ def max_concurrent(events: list[dict], worker: str) -> int:
         elif e["event"] in ("completed", "failed", "killed", "requeued"):
             running.discard(e["eval_id"])
     return best
+
+
+def assert_held_work_requeued_and_done_once(log: Path, victim: str) -> None:
+    """What a killed worker held (at least 3 unfinished) went back to the queue, and
+    every evaluation it ever started completed exactly once."""
+    back = {e["eval_id"] for e in events_of(log, "requeued")}
+    held = {e["eval_id"] for e in events_of(log, "started") if e["worker"] == victim}
+    victim_done = {e["eval_id"] for e in events_of(log, "completed") if e["worker"] == victim}
+    assert held - victim_done <= back and len(held - victim_done) >= 3
+    done = Counter(e["eval_id"] for e in events_of(log, "completed"))
+    assert all(done[eid] == 1 for eid in held)
 
 
 @pytest.mark.timeout(120)
@@ -60,13 +72,7 @@ def test_sigkill_of_an_agent_with_prefetched_work_loses_none(cluster: Cluster) -
     counts = check_log(cluster.log, completed=40)
     # what it held went back to the queue (declared lost, or unreachable at the next send:
     # either way) and each completed exactly once, elsewhere
-    back = {e["eval_id"] for e in events_of(cluster.log, "requeued")}
-    held = {e["eval_id"] for e in events_of(cluster.log, "started") if e["worker"] == "victim"}
-    victim_done = {e["eval_id"] for e in events_of(cluster.log, "completed")
-                   if e["worker"] == "victim"}
-    assert held - victim_done <= back and len(held - victim_done) >= 3
-    done = Counter(e["eval_id"] for e in events_of(cluster.log, "completed"))
-    assert all(done[eid] == 1 for eid in held)
+    assert_held_work_requeued_and_done_once(cluster.log, "victim")
     assert counts["failed"] == 0
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 pytest.importorskip("gpflow")
 
+from tests.unit.test_bo_strategy import BRANIN_MIN, branin
 from tether.controller.core import ControllerCore
 from tether.controller.local import SimulatedController
 from tether.controller.settings import RunSettings
@@ -22,14 +21,6 @@ from tether.testing import check_replayable
 
 pytestmark = pytest.mark.bo
 
-BRANIN_MIN = (0.39788735772973816 - 54.8104) / 51.9496
-
-
-def branin(u: np.ndarray) -> float:
-    x0, x1 = 15.0 * u[0] - 5.0, 15.0 * u[1]
-    b, c, t = 5.1 / (4 * math.pi**2), 5.0 / math.pi, 1.0 / (8 * math.pi)
-    f = (x1 - b * x0**2 + c * x0 - 6.0) ** 2 + 10.0 * (1 - t) * math.cos(x0) + 10.0
-    return (f - 54.8104) / 51.9496
 
 
 def _run(opts: dict[str, object], budget: int) -> tuple[list[Record], Record]:
