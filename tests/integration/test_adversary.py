@@ -80,6 +80,10 @@ def test_honest_run_survives_a_hostile_peer(cluster: Cluster) -> None:
     endpoint = cluster.addr.read_text().split("\n")[0].strip()
     for _ in range(2):
         cluster.start_worker(python="tests.integration.objectives:sleepy")
+    # both honest workers must hold their names before the thief claims "w0": without keys
+    # a name nobody holds yet is anyone's (in CI the real w0 once joined after the thief)
+    wait_for(lambda: {"w0", "w1"} <= {e["worker"] for e in events_of(cluster.log, "worker_joined")},
+             60, "both honest workers to join")
     wait_for(lambda: len(events_of(cluster.log, "completed")) >= 2, 60, "the run to start")
     sent = _attack(endpoint, time.monotonic() + 4.0)
     assert cluster.wait_controller(120) == 0, cluster.output("controller")
