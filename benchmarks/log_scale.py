@@ -39,7 +39,6 @@ folded into a fresh controller core (:func:`replay`), with peak RSS of the proce
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import json
 import math
@@ -56,6 +55,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from procs import kill_all, kill_group, spawn  # benchmarks/procs.py, a sibling
 
 # the repository's own log-contract checker, as a command
 _REPO_CHECKER = str(Path(__file__).resolve().parent.parent / "tests" / "contract.py")
@@ -75,26 +76,6 @@ class BenchError(Exception):
 
 # --------------------------------------------------------------------------- processes
 
-_LIVE: list[subprocess.Popen[bytes]] = []
-
-
-def spawn(cmd: list[str], out: Path) -> subprocess.Popen[bytes]:
-    with open(out, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    _LIVE.append(proc)
-    return proc
-
-
-def kill_group(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
-        proc.wait(timeout=10)
-    if proc in _LIVE:
-        _LIVE.remove(proc)
-
-
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -113,7 +94,7 @@ def timed(cmd: list[str], out: Path, timeout: float) -> dict[str, float]:
                 raise BenchError(f"{' '.join(cmd[:5])}... still running after {timeout:.0f} s")
             time.sleep(0.005)
     finally:
-        kill_group(proc)
+        kill_group(proc, grace=0)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise BenchError(f"{' '.join(cmd)} exited {proc.returncode}:\n{out.read_text()[-2000:]}")
@@ -316,7 +297,7 @@ def resume(log: Path, work: Path, tag: str, evaluations: int, timeout: float) ->
                     break
                 time.sleep(0.005)
     finally:
-        kill_group(proc)
+        kill_group(proc, grace=0)
         copy.unlink(missing_ok=True)
     return {"listening_s": t_listen, "ready_s": t_ready, "rss_mb": hwm, "cpu_s": cpu}
 
@@ -471,8 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; outputs kept in {work}", file=sys.stderr)
         return 130
     finally:
-        for p in list(_LIVE):
-            kill_group(p)
+        kill_all(grace=0)
         if ok and not a.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -67,6 +67,8 @@ import uuid
 from pathlib import Path
 from typing import IO, Any
 
+from procs import kill_all, kill_group, spawn  # benchmarks/procs.py, a sibling
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROGRESS_EVERY = 0.5  # seconds between a simulator's progress lines
 HELLO_RETRY = 10.0  # seconds without welcome before a simulated worker says hello again
@@ -302,32 +304,6 @@ def sim_role(a: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- orchestrator
-
-_LIVE: list[subprocess.Popen[bytes]] = []
-
-
-def spawn(cmd: list[str], out: Path, pipes: bool = False) -> subprocess.Popen[bytes]:
-    with open(out, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if pipes else fh,
-                                stdin=subprocess.PIPE if pipes else subprocess.DEVNULL,
-                                stderr=fh, start_new_session=True)
-    _LIVE.append(proc)
-    return proc
-
-
-def kill_group(proc: subprocess.Popen[bytes], grace: float = 1.0) -> None:
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-    if proc in _LIVE:
-        _LIVE.remove(proc)
-
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
@@ -796,8 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted; outputs kept in {work}", file=sys.stderr)
         return 130
     finally:
-        for p in list(_LIVE):
-            kill_group(p)
+        kill_all()
         if ok and not a.keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0

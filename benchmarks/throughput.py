@@ -69,6 +69,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from procs import kill_all, kill_group, spawn  # benchmarks/procs.py, a sibling
+
 HERE = Path(__file__).resolve().parent
 # the repository's own log-contract checker, as a command
 _REPO_CHECKER = str(Path(__file__).resolve().parent.parent / "tests" / "contract.py")
@@ -86,39 +88,6 @@ class BenchError(Exception):
 
 
 # --------------------------------------------------------------------------- processes
-
-_LIVE: list[subprocess.Popen[bytes]] = []
-
-
-def spawn(cmd: list[str], out: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session (process group), stdout+stderr to ``out``."""
-    with open(out, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=cwd, start_new_session=True, env=env)
-    _LIVE.append(proc)
-    return proc
-
-
-def kill_group(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
-    """SIGTERM the process's group, then SIGKILL it after ``grace`` seconds; reap."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    # the leader may be gone while its children (e.g. evaluation child) live on
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-    if proc in _LIVE:
-        _LIVE.remove(proc)
-
-
-def kill_all() -> None:
-    for proc in list(_LIVE):
-        kill_group(proc, grace=1.0)
-
 
 def wait_for(proc: subprocess.Popen[bytes], deadline: float, what: str, out: Path) -> int:
     """Wait until ``proc`` exits or ``deadline`` (monotonic) passes; raise on timeout."""
@@ -350,7 +319,7 @@ def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float, slots:
                 raise BenchError(f"worker w{i} ({tag}) exited {wcode}:\n{tail(d / f'w{i}.out')}")
     finally:
         for p in procs:
-            kill_group(p)
+            kill_group(p, grace=2.0)
     check = checklog(log, budget)
     res = rate_from_log(log)
     res.update({"workers": n, "slots": slots, "in_process": in_process, "budget": budget,
@@ -473,7 +442,7 @@ def run_raw(n: int, seconds: float, work: Path, tag: str, timeout: float) -> dic
                 raise BenchError(f"raw client c{i} ({tag}) exited {ccode}:\n{tail(d / f'c{i}.out')}")
     finally:
         for p in procs:
-            kill_group(p)
+            kill_group(p, grace=2.0)
     r = json.loads((d / "server.out").read_text().strip().splitlines()[-1])
     return {"workers": n, "rate": r["count"] / r["seconds"], "count": r["count"], "seconds": r["seconds"]}
 
@@ -582,7 +551,7 @@ def run_poap(py: str, n: int, budget: int, work: Path, tag: str, timeout: float)
                 c.wait(timeout=max(0.1, end - time.monotonic()))
     finally:
         for p in procs:
-            kill_group(p)
+            kill_group(p, grace=2.0)
     r = json.loads((d / "server.out").read_text().strip().splitlines()[-1])
     if r["completed"] != budget:
         raise BenchError(f"POAP ({tag}) completed {r['completed']} of {budget}")
