@@ -100,7 +100,8 @@ def proc_cpu(pid: int) -> float:
 class Simulator:
     """``count`` simulated workers in one process; driven by commands on stdin."""
 
-    def __init__(self, endpoint: str, prefix: str, first: int, count: int, slots: int) -> None:
+    def __init__(self, endpoint: str, prefix: str, first: int, count: int, slots: int,
+                 zmtp_ping: int = 1000) -> None:
         import msgpack
         import zmq
 
@@ -110,6 +111,7 @@ class Simulator:
         self.endpoint = endpoint
         self.n = count
         self.slots = slots
+        self.zmtp_ping = zmtp_ping
         self.names = [f"{prefix}{i}" for i in range(first, first + count)]
         self.session = uuid.uuid4().hex
         self.ctx = zmq.Context()
@@ -154,6 +156,11 @@ class Simulator:
         for i in range(self.n):
             s = self.ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
+            # the real worker's ZMTP pings (tether/worker/agent.py), answered by the
+            # controller's I/O thread: part of what holding 10,000 workers costs it
+            if self.zmtp_ping > 0:
+                s.setsockopt(zmq.HEARTBEAT_IVL, self.zmtp_ping)
+                s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
             s.connect(self.endpoint)
             self.socks.append(s)
             fd = s.getsockopt(zmq.FD)
@@ -300,7 +307,7 @@ class Simulator:
 def sim_role(a: argparse.Namespace) -> int:
     raise_nofile()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return Simulator(a.endpoint, a.prefix, a.first, a.count, a.slots).run()
+    return Simulator(a.endpoint, a.prefix, a.first, a.count, a.slots, a.zmtp_ping).run()
 
 
 # --------------------------------------------------------------------------- orchestrator
@@ -499,6 +506,8 @@ def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str,
                         "--liveness", str(a.liveness)]
         else:
             cmd = [py, "-m", "tether", "controller", str(cfg), "--address-file", str(addr)]
+            if a.cprofile:  # wall-clock profile of the controller, one file per scenario
+                cmd[1:3] = ["-m", "cProfile", "-o", f"{a.cprofile}.{tag}", "-m", "tether"]
         ctl = spawn(cmd, d / "controller.out")
         procs.append(ctl)
         deadline = time.monotonic() + 120
@@ -507,7 +516,8 @@ def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str,
                 raise BenchError(f"controller did not start:\n{(d / 'controller.out').read_text()[-2000:]}")
             time.sleep(0.02)
         endpoint = addr.read_text().strip()
-        sim = me + ["--_role", "sim", "--_endpoint", endpoint, "--_slots", str(slots)]
+        sim = me + ["--_role", "sim", "--_endpoint", endpoint, "--_slots", str(slots),
+                    "--zmtp-ping", str(a.zmtp_ping)]
         share = [n // nsim + (1 if k < n % nsim else 0) for k in range(nsim)]
         first = 0
         for k in range(nsim):
@@ -578,7 +588,7 @@ def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str,
         sims.tell("stop")
     finally:
         for p in procs:
-            kill_group(p)
+            kill_group(p, grace=10.0 if a.cprofile else 1.0)  # a profile is written on exit
     if stub:
         res["rate"] = res["sim_rate"]
         res["lost"] = res["left_lost"] = None
@@ -667,6 +677,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stub-workers", type=int, nargs="*", default=[1000, 10000], metavar="N",
                     help="also run these counts against a minimal stub controller: the simulator's bound")
     ap.add_argument("--sim-procs", type=int, default=4, help="simulator processes (default 4)")
+    ap.add_argument("--cprofile", metavar="PREFIX",
+                    help="profile the controller: PREFIX.<scenario> per scenario (cProfile)")
+    ap.add_argument("--zmtp-ping", type=int, default=1000, metavar="MS",
+                    help="simulated workers' ZMTP ping interval, as tether's workers (0: none)")
     ap.add_argument("--heartbeat", type=float, default=1.0)
     ap.add_argument("--liveness", type=int, default=3)
     ap.add_argument("--hold-seconds", type=float, default=10.0)

@@ -38,7 +38,7 @@ def hello(name: str, session: str = "s", running: tuple[tuple[int, int], ...] = 
 
 
 def sent(sess: ControllerSession) -> list[tuple[bytes, m.Message]]:
-    return sess.outgoing()
+    return sess.outgoing() + [(rid, m.Heartbeat()) for rid in sess.take_beats()]
 
 
 def evaluates(out: list[tuple[bytes, m.Message]], rid: bytes) -> list[m.Evaluate]:
@@ -154,6 +154,46 @@ def test_silent_peer_is_lost_and_heartbeats_are_owed() -> None:
     clock.t += 2.0
     assert sess.tick(clock.t) == ["a"]
     assert journal.of("worker_left")[-1]["reason"] == "lost"
+
+
+def test_controller_stall_is_not_the_workers_silence() -> None:
+    # the loop was behind for 10 s (a backlog it could not read): the heartbeats a
+    # worker sent meanwhile may still be queued, so that time does not count
+    sess, journal, clock = make(heartbeat=1.0, liveness=3)
+    sess.receive(b"A", hello("a"), clock.t)
+    sess.receive(b"B", hello("b"), clock.t)
+    sent(sess)
+    clock.t += 10.0
+    sess.peers.stalled += 9.0  # the server's measure of its own stall
+    sess.heartbeat(b"B", clock.t)
+    assert sess.tick(clock.t) == []  # A: 1 s of attention, B: just heard
+    clock.t += 2.5
+    assert sess.tick(clock.t) == ["a"]  # 3.5 s of attention without a word from A
+    assert [e["worker"] for e in journal.of("worker_left")] == ["a"]
+    # a live session is judged on the same clock: B's name is not free for a stranger
+    sess.receive(b"C", m.Hello("b", "other-session"), clock.t)
+    assert sess.stats.refused == {"name held by a live session": 1}
+
+
+def test_heartbeat_fast_path_acts_like_receive() -> None:
+    fast, _, c1 = make()
+    slow, _, c2 = make()
+    for sess, clock in ((fast, c1), (slow, c2)):
+        sess.receive(b"A", hello("a"), clock.t)
+        sent(sess)
+        clock.t += 2.0
+    fast.heartbeat(b"A", c1.t)
+    slow.receive(b"A", m.Heartbeat(), c2.t)
+    assert fast.peers.by_rid[b"A"] == slow.peers.by_rid[b"A"]
+    assert fast.stats == slow.stats
+    # unknown connection: told to introduce itself, either way
+    fast.heartbeat(b"Z", c1.t)
+    slow.receive(b"Z", m.Heartbeat(), c2.t)
+    assert sent(fast) == sent(slow) == [(b"Z", m.Rehello())]
+    # a heartbeat under another key than the hello's is refused, either way
+    fast.heartbeat(b"A", c1.t, key="other")
+    slow.receive(b"A", m.Heartbeat(), c2.t, key="other")
+    assert fast.stats == slow.stats and fast.stats.dropped == 1
 
 
 def test_undeliverable_dispatch_is_requeued_at_once() -> None:

@@ -191,9 +191,9 @@ class ControllerCore:
             self._adopt(w, eval_id, attempt)
         # what the log says this worker runs but it no longer has (it restarted, or its
         # result was lost with it) goes back to the queue; reported work stays where it is
-        for rec in self.view.pending():
-            if rec.status is Status.RUNNING and rec.worker == name and rec.eval_id not in reported:
-                self._requeue(rec.eval_id, name, "worker rejoined without it", count_retry=False)
+        for eval_id in sorted(self.state.running_on.get(name, ())):
+            if eval_id not in reported:
+                self._requeue(eval_id, name, "worker rejoined without it", count_retry=False)
         self._sync_view()
         self.pump()
 

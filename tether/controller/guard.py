@@ -28,6 +28,11 @@ class StrategyGuard:
         self.clock = clock
         self.on_error = on_error
         self.broken: str | None = None
+        # The base class's hooks do nothing: skipping them saves three calls per
+        # evaluation on the dispatch path of strategies that keep no per-event state
+        self._hears_events = _overrides(inner, "on_event")
+        self._hears_accepts = _overrides(inner, "on_accepted")
+        self._interrupts = _overrides(inner, "interrupt")
 
     @property
     def name(self) -> str:
@@ -42,10 +47,14 @@ class StrategyGuard:
         return self._call(None, None, self.inner.propose, self.view)
 
     def interrupt(self) -> Kill | Terminate | None:
+        if not self._interrupts:
+            return None
         self.view.now = self.clock()
         return self._call(None, None, self.inner.interrupt, self.view)
 
     def on_accepted(self, proposal: Proposal, record: Record | None) -> None:
+        if not self._hears_accepts:
+            return
         eval_id = record.eval_id if record is not None else None
         self._call(None, eval_id, self.inner.on_accepted, proposal, record)
 
@@ -53,6 +62,8 @@ class StrategyGuard:
         self._call(None, None, self.inner.on_rejected, proposal, reason)
 
     def on_event(self, kind: str, record: Record, eval_id: int | None) -> None:
+        if not self._hears_events:
+            return
         self._call(None, eval_id, self.inner.on_event, kind, record, self.view)
 
     def _call(self, default: T, eval_id: int | None, fn: Callable[..., T], *args: Any) -> T:
@@ -66,3 +77,8 @@ class StrategyGuard:
                            f"{type(exc).__name__}: {exc}{where}")
             self.on_error(self.broken, traceback.format_exc(limit=20))
             return default
+
+
+def _overrides(strategy: object, hook: str) -> bool:
+    """Whether ``strategy``'s class replaces the base class's no-op ``hook``."""
+    return getattr(type(strategy), hook, None) is not getattr(Strategy, hook)

@@ -39,13 +39,15 @@ class Progress:
 
     # ------------------------------------------------------------ the event stream
     def append(self, ev: Event) -> None:
-        if isinstance(ev, Started):
+        kind = type(ev)  # exact types: this sees every event of the run
+        if kind is Started:
             self.running += 1
-        elif isinstance(ev, (Completed, Failed, Killed)):
+        elif kind is Completed or kind is Failed or kind is Killed:
             self.running = max(0, self.running - 1)
             if isinstance(ev, Completed):
                 self.completed += 1
-                self.best = ev.value if self.best is None else min(self.best, ev.value)
+                best = self.best
+                self.best = ev.value if best is None or ev.value < best else best
                 if self._bar is not None:
                     self._bar.update(1)
             elif isinstance(ev, Failed):

@@ -34,6 +34,10 @@ log = logging.getLogger("tether.controller")
 
 MAX_BATCH = 1000  # frames handled per loop turn, so time-driven work is never starved
 CATCH_UP_BATCHES = 50  # before a liveness check: up to 50,000 waiting frames (10,000 peers, 5 each)
+# A frame holding only a heartbeat, as our codec writes it (the workers' codec): with
+# thousands of workers most frames are this, and it needs no decoding. Another encoding
+# of the same message still works, through the general path.
+HEARTBEAT_FRAME = codec.encode(m.Heartbeat())
 
 
 @dataclass
@@ -59,6 +63,7 @@ class ControllerServer:
         sink = Tee(journal, progress) if progress is not None else journal
         self.core = ControllerCore(space, strategy, settings, sink, clock, run_info)
         self.stop_requested: str | None = None  # set from a signal handler
+        self._last_tick = clock()
         self.epoch = secrets.token_hex(8)
         self.session = ControllerSession(self.core, self.epoch, space.names)
         self.stats = ServerStats()
@@ -76,8 +81,12 @@ class ControllerServer:
         # that worker's traffic (reproduced); workers never choose routing ids
         s.setsockopt(zmq.ROUTER_HANDOVER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
-        ivl = max(100, int(self.settings.heartbeat * 1000))
-        s.setsockopt(zmq.HEARTBEAT_IVL, ivl)  # ZMTP pings drop dead TCP links underneath
+        # ZMTP pings only free the connections of peers that vanished without a FIN (the
+        # protocol's own heartbeats already declared them lost), so they can be rare:
+        # every ping is a message through libzmq's I/O thread, and at 1 per second and
+        # connection they were half of its work with 3,000 connected workers
+        ivl = max(1000, int(self.settings.heartbeat * 10_000))
+        s.setsockopt(zmq.HEARTBEAT_IVL, ivl)
         s.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * self.settings.liveness)
         s.setsockopt(zmq.SNDHWM, 100_000)
         s.setsockopt(zmq.RCVHWM, 100_000)
@@ -113,6 +122,7 @@ class ControllerServer:
         poller.register(self.sock, zmq.POLLIN)
         tick_every = min(0.1, self.settings.heartbeat / 4)
         next_tick = 0.0
+        self._last_tick = self.clock()
         try:
             while self.core.finished is None and self.stop_requested is None:
                 if poller.poll(int(tick_every * 1000)):
@@ -125,8 +135,8 @@ class ControllerServer:
                     # read what waited while we were busy (a long ask, a connection storm
                     # of thousands) before judging anyone silent: their heartbeats are in
                     # there, possibly many batches deep
-                    self._catch_up()
-                    self._tick(self.clock())
+                    behind = self._catch_up()
+                    self._tick(self.clock(), tick_every, behind)
                     next_tick = now + tick_every
                 self._flush_and_send()
                 # idle (nothing waiting): ask ahead so the next free worker need not wait
@@ -165,15 +175,24 @@ class ControllerServer:
             self._handle(frames, keys.fingerprint(key) if key else "")
         return MAX_BATCH
 
-    def _catch_up(self) -> None:
+    def _catch_up(self) -> bool:
         """Read everything already waiting (bounded: a storm that never ends must not stop
-        the ticks), writing and sending what it causes batch by batch."""
+        the ticks), writing and sending what it causes batch by batch. True when frames
+        were still waiting at the bound (we are behind)."""
         for _ in range(CATCH_UP_BATCHES):
             if self._drain() < MAX_BATCH:
-                return
+                return False
             self._flush_and_send()
+        return True
 
-    def _tick(self, now: float) -> None:
+    def _tick(self, now: float, tick_every: float, behind: bool) -> None:
+        # Time we could not have read a heartbeat does not count as a worker's silence:
+        # all of it when frames were still waiting at the catch-up bound, else whatever
+        # the loop overran its tick by (a long ask, a huge batch). Never more than the
+        # time that passed, so the liveness clock never runs backwards.
+        gap = max(0.0, now - self._last_tick)
+        self._last_tick = now
+        self.session.peers.stalled += gap if behind else max(0.0, gap - 2 * tick_every)
         for name in self.session.tick(now):
             log.warning("worker %s silent past the liveness window: lost", name)
         if self.progress is not None:
@@ -181,6 +200,11 @@ class ControllerServer:
 
     def _handle(self, frames: list[bytes], key: str = "") -> None:
         rid = frames[0]
+        if len(frames) == 2 and frames[1] == HEARTBEAT_FRAME:
+            self.session.heartbeat(rid, self.clock(), key)
+            if self.session.has_replies():  # rehello or terminate
+                self._send_all(self.session.take_replies())
+            return
         if len(frames) != 2:
             self.session.drop(rid, "wrong frame count")
             return
@@ -205,11 +229,12 @@ class ControllerServer:
         for _ in range(100):  # bounded: each round only follows from the one before
             out = self.session.outgoing()
             if not out:
-                return
+                break
             self._send_all(out)
             # a refused dispatch re-queued its evaluation: its events must be written
             # before anything that follows from them leaves
             self.journal.flush()
+        self._send_beats()  # after what the messages caused, as before they had a path
 
     def _send_all(self, out: list[tuple[bytes, m.Message]]) -> None:
         """One frame per connection: its messages, in order (an ACK and the next
@@ -231,6 +256,18 @@ class ControllerServer:
             return
         self.stats.sent += 1
         self.session.sent(rid, self.clock())
+
+    def _send_beats(self) -> None:
+        """Owed heartbeats, each a constant frame (no per-peer encoding or grouping)."""
+        send = self.sock.send_multipart
+        for rid in self.session.take_beats():
+            try:
+                send([rid, HEARTBEAT_FRAME], zmq.NOBLOCK)
+            except zmq.ZMQError as exc:
+                self.stats.unroutable += 1
+                self.session.undeliverable(rid, m.Heartbeat(), gone=exc.errno == zmq.EHOSTUNREACH)
+                continue
+            self.stats.sent += 1
 
     def _linger(self, poller: zmq.Poller, seconds: float) -> None:
         """After the end, tell workers that (re)connect late that the run is over."""

@@ -22,6 +22,7 @@ Everything refused is dropped and counted by reason (``stats``), never raised.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from tether.protocol import messages as m
 from tether.protocol.session import Peer, PeerTable
 
 Outbound = tuple[bytes, m.Message]
+_OUTCOMES = (m.Result, m.Failure, m.Killed)
 INFO_KEYS, INFO_TEXT = 16, 200  # limits on report(**info) entries that reach the log
 STATUS_WORKERS = 500  # workers listed in a status reply (it must fit one message)
 
@@ -61,8 +63,15 @@ class ControllerSession:
         self._acks: list[Outbound] = []
         self._after: list[Outbound] = []  # sent after the commands
         self._replies: list[Outbound] = []  # sent first (welcome, rehello, terminate)
+        self.beats: list[bytes] = []  # connections owed a heartbeat (take_beats)
         self.last_refusal: tuple[bytes, str] | None = None
         self._joins: list[tuple[str, int, list[tuple[int, int]], str]] = []
+        # what each message from a joined worker does (a dispatch on the exact type: it
+        # runs for every message); outcomes are also answered after the run has finished
+        self._handlers: dict[type, Callable[[bytes, Peer, Any], None]] = {
+            m.Result: self._outcome, m.Failure: self._outcome, m.Killed: self._outcome,
+            m.Partial: self._partial, m.Running: self._running, m.Drain: self._drain,
+            m.Goodbye: self._goodbye}
         core.counters = self.counters
 
     # ------------------------------------------------------------ inbound
@@ -75,35 +84,57 @@ class ControllerSession:
         if isinstance(msg, m.Hello):
             self._hello(rid, msg, now, key)
             return
-        self.settle()  # a deferred join comes before anything its worker says next
+        if self._joins:
+            self.settle()  # a deferred join comes before anything its worker says next
         peer = self.peers.by_rid.get(rid)
         if peer is not None and peer.key != key:
             self._refuse(rid, "message under another key than its hello")
             return
-        peer = self.peers.seen(rid, now)
+        handle = self._handlers.get(type(msg))
         finished = self.core.finished
-        if finished is not None and not isinstance(msg, (m.Result, m.Failure, m.Killed)):
+        if finished is not None and type(msg) not in _OUTCOMES:
+            if peer is not None:
+                self.peers.seen(rid, now)
             self._replies.append((rid, m.Terminate(finished)))
             return
         if peer is None:
             self._replies.append((rid, m.Rehello()))  # e.g. we restarted: introduce yourself
             return
-        if isinstance(msg, (m.Result, m.Failure, m.Killed)):
-            self._outcome(rid, peer, msg)
-        elif isinstance(msg, m.Partial):
-            if self._owns(peer, msg.eval_id, "partial"):
-                self.core.partial(peer.name, msg.eval_id, msg.attempt, msg.value,
-                                  _clean_info(msg.info))
-        elif isinstance(msg, m.Running):
-            if self._owns(peer, msg.eval_id, "running"):
-                self.core.running(peer.name, msg.eval_id, msg.attempt)
-        elif isinstance(msg, m.Drain):
-            self.core.drain(peer.name)
-            # once the worker reads this, nothing else is on its way and it may leave
-            self._after.append((rid, m.Drained()))
-        elif isinstance(msg, m.Goodbye):
-            self._forget(peer.name)
-            self.core.leave(peer.name, msg.reason or "goodbye")
+        peer.last_rx = now
+        peer.heard = now - self.peers.stalled
+        if handle is not None:  # heartbeat: nothing beyond the sign of life
+            handle(rid, peer, msg)
+
+    def _partial(self, rid: bytes, peer: Peer, msg: m.Partial) -> None:
+        if self._owns(peer, msg.eval_id, "partial"):
+            self.core.partial(peer.name, msg.eval_id, msg.attempt, msg.value,
+                              _clean_info(msg.info))
+
+    def _running(self, rid: bytes, peer: Peer, msg: m.Running) -> None:
+        if self._owns(peer, msg.eval_id, "running"):
+            self.core.running(peer.name, msg.eval_id, msg.attempt)
+
+    def _drain(self, rid: bytes, peer: Peer, msg: m.Drain) -> None:
+        self.core.drain(peer.name)
+        # once the worker reads this, nothing else is on its way and it may leave
+        self._after.append((rid, m.Drained()))
+
+    def _goodbye(self, rid: bytes, peer: Peer, msg: m.Goodbye) -> None:
+        self._forget(peer.name)
+        self.core.leave(peer.name, msg.reason or "goodbye")
+
+    def heartbeat(self, rid: bytes, now: float, key: str = "") -> None:
+        """A frame holding only a heartbeat: the same as :meth:`receive` of one, without
+        building the message. With thousands of workers heartbeats are most of what
+        arrives, so the common case (a known peer, its key, nothing deferred) is one
+        lookup and one store."""
+        peer = self.peers.by_rid.get(rid)
+        if peer is None or peer.key != key or self._joins or self.core.finished is not None:
+            self.receive(rid, m.Heartbeat(), now, key)
+            return
+        self.stats.received += 1
+        peer.last_rx = now
+        peer.heard = now - self.peers.stalled
 
     def drop(self, rid: bytes, reason: str) -> None:
         """A frame the codec refused (malformed, oversized, unknown type)."""
@@ -141,7 +172,7 @@ class ControllerSession:
         if known is None and not self._admit(rid, now):
             return
         if (old is not None and old.rid != rid and old.session != hello.session
-                and now - old.last_rx <= self.peers.heartbeat * self.peers.liveness):
+                and not self.peers.silent(old, now)):
             self._refuse(rid, "name held by a live session")
             return
         bound = self.core.key_of(hello.name)
@@ -203,7 +234,8 @@ class ControllerSession:
             lost.append(peer.name)
         self.settle()
         for peer in self.peers.owed_heartbeat(now):
-            self._replies.append((peer.rid, m.Heartbeat()))
+            self.beats.append(peer.rid)
+            peer.last_tx = now  # the caller sends them in this turn (take_beats)
         self.core.tick()
         return lost
 
@@ -224,6 +256,16 @@ class ControllerSession:
         out += self._after
         self._after = []
         return out
+
+    def take_beats(self) -> list[bytes]:
+        """Connections owed a heartbeat: the transport sends each one a frame holding
+        only ``heartbeat`` (order against other messages does not matter for it). A
+        failed send is reported through :meth:`undeliverable` like any other."""
+        out, self.beats = self.beats, []
+        return out
+
+    def has_replies(self) -> bool:
+        return bool(self._replies)
 
     def take_replies(self) -> list[Outbound]:
         """Replies that need nothing from the journal (welcome, rehello, terminate,

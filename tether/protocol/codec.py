@@ -27,27 +27,34 @@ _TYPES: dict[str, type] = {
 _NAMES: dict[type, str] = {cls: name for name, cls in _TYPES.items()}
 
 
+# Every field of every message passes one of these: the exact-type test comes first
+# (msgpack gives exactly int, float, str, list), the general one only for the rest.
 def _int(v: Any) -> int:
-    if isinstance(v, int) and not isinstance(v, bool):
+    if type(v) is int or (isinstance(v, int) and not isinstance(v, bool)):
         return v
     raise TypeError("an integer")
 
 
 def _float(v: Any) -> float:
+    if type(v) is float:
+        return v
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return float(v)
     raise TypeError("a number")
 
 
 def _str(v: Any) -> str:
-    if isinstance(v, str):
+    if type(v) is str or isinstance(v, str):
         return v
     raise TypeError("a string")
 
 
 def _floats(v: Any) -> tuple[float, ...]:
     if isinstance(v, (list, tuple)):
-        return tuple(_float(i) for i in v)
+        t = tuple(v)
+        if all(type(i) is float for i in t):
+            return t
+        return tuple(_float(i) for i in t)
     raise TypeError("a list of numbers")
 
 

@@ -240,6 +240,7 @@ class Peer:
     last_tx: float
     job: str = ""
     key: str = ""  # fingerprint of the CURVE key its hello came with ("" without keys)
+    heard: float = 0.0  # last_rx on the liveness clock (PeerTable.stalled taken off)
 
 
 @dataclass
@@ -256,7 +257,7 @@ class _Deadlines:
     Times must never decrease (a monotonic clock), as the controller's are.
     """
 
-    attr: str  # "last_rx" or "last_tx"
+    attr: str  # "heard" or "last_tx"
     heap: list[tuple[float, int, Peer]] = field(default_factory=list)
     recheck: list[Peer] = field(default_factory=list)  # returned last call: still due?
     seq: int = 0
@@ -307,7 +308,13 @@ class PeerTable:
     liveness: int
     by_rid: dict[bytes, Peer] = field(default_factory=dict)
     by_name: dict[str, Peer] = field(default_factory=dict)
-    _rx: _Deadlines = field(default_factory=lambda: _Deadlines("last_rx"), repr=False)
+    # Seconds, in all, that the owner could not read its socket (behind on a backlog, or
+    # its loop blocked). Silence is judged on a clock that stops while the owner is
+    # stalled: a heartbeat still queued in the kernel or in libzmq when the owner falls
+    # behind is not the peer's silence, so a peer gets a window of the owner's
+    # attention, not of wall time. Only ever grows.
+    stalled: float = 0.0
+    _rx: _Deadlines = field(default_factory=lambda: _Deadlines("heard"), repr=False)
     _tx: _Deadlines = field(default_factory=lambda: _Deadlines("last_tx"), repr=False)
 
     def add(self, rid: bytes, hello: m.Hello, now: float, key: str = "") -> Peer | None:
@@ -318,7 +325,7 @@ class PeerTable:
         prev = self.by_rid.pop(rid, None)
         if prev is not None and prev.name != hello.name:
             self.by_name.pop(prev.name, None)
-        peer = Peer(rid, hello.name, hello.session, now, now, hello.job, key)
+        peer = Peer(rid, hello.name, hello.session, now, now, hello.job, key, now - self.stalled)
         self.by_rid[rid] = peer
         self.by_name[hello.name] = peer
         self._rx.push(peer)
@@ -335,12 +342,17 @@ class PeerTable:
         peer = self.by_rid.get(rid)
         if peer is not None:
             peer.last_rx = now
+            peer.heard = now - self.stalled
         return peer
 
+    def silent(self, peer: Peer, now: float) -> bool:
+        """Whether ``peer`` has been silent for longer than the liveness window."""
+        return now - self.stalled - peer.heard > self.heartbeat * self.liveness
+
     def expired(self, now: float) -> list[Peer]:
-        """Peers silent for longer than the liveness window."""
+        """Peers silent for longer than the liveness window (not counting ``stalled``)."""
         window = self.heartbeat * self.liveness
-        return self._rx.due(now, lambda gap: gap > window, self.by_rid)
+        return self._rx.due(now - self.stalled, lambda gap: gap > window, self.by_rid)
 
     def owed_heartbeat(self, now: float) -> list[Peer]:
         """Peers sent nothing for a heartbeat interval (the caller sends, then sets last_tx)."""

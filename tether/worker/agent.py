@@ -33,6 +33,11 @@ from tether.protocol import messages as m
 from tether.protocol.session import Exit, Reconnect, StartEval, StopEval, WorkerSession
 from tether.worker.evaluators import Done, Evaluator, PartialOut, Running
 
+# ZMTP heartbeats on the worker's socket: libzmq drops a link silent this long after a
+# ping (a cut cable, a vanished controller), which is how a worker tells a dead
+# controller from a busy one (see docs/fault-tolerance.md, Heartbeats)
+ZMTP_PING_MS, ZMTP_TIMEOUT_MS = 1000, 5000
+
 log = logging.getLogger("tether.worker")
 
 SIGNAL_HOLD = 1.0  # seconds a signalled program's failure waits for the agent's own SIGTERM
@@ -291,8 +296,8 @@ class WorkerAgent:
         s.setsockopt(zmq.RECONNECT_IVL, 500)
         s.setsockopt(zmq.RECONNECT_IVL_MAX, 5000)
         s.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
-        s.setsockopt(zmq.HEARTBEAT_IVL, 1000)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, 5000)
+        s.setsockopt(zmq.HEARTBEAT_IVL, ZMTP_PING_MS)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, ZMTP_TIMEOUT_MS)
         keys.configure_client(s, self.opts.keys)  # CURVE; before connect
         try:
             s.connect(endpoint)
