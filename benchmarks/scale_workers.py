@@ -209,7 +209,11 @@ class Simulator:
                     self.t_all_welcomed = time.time()
             self.due.append((self.last_tx[i] + self.hb, i))
         elif kind == "rehello":
-            self.send(i, self.hello(i), now)
+            after = float(msg.get("after", 0.0))
+            if after > 0:  # told when our turn comes (hello rate): the retry loop sends it
+                self.last_hello[i] = now + after - HELLO_RETRY
+            else:
+                self.send(i, self.hello(i), now)
         elif kind == "kill":
             ref = (msg["eval_id"], msg["attempt"])
             if ref in self.held[i]:
@@ -285,7 +289,7 @@ class Simulator:
                     self.counts["tx_heartbeat"] += 1
                     self.service(i, now)  # a send may have consumed the fd's wake-up
             if now >= next_retry:
-                next_retry = now + 1.0
+                next_retry = now + 0.2
                 if self.n_welcomed < self.n:
                     for i in range(self.n):
                         if not self.welcomed[i] and now - self.last_hello[i] > HELLO_RETRY:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tether.controller.core import ControllerCore
 from tether.controller.session import ControllerSession
 from tether.controller.settings import RunSettings
@@ -139,9 +141,32 @@ def test_strangers_are_bounded() -> None:
     for i in range(5):
         sess2.receive(bytes([i]), hello(f"g{i}"), clock2.t)
     assert sess2.stats.refused == {"hello rate limit": 3}
-    clock2.t += 1.0  # the bucket refills
+    clock2.t += 1.0  # the bucket refills, but the three refused hold turns in it
+    sess2.receive(b"y", hello("later"), clock2.t)
+    assert sess2.stats.refused == {"hello rate limit": 4}
+    clock2.t += 3.0  # their turns and its own have passed
     sess2.receive(b"z", hello("late"), clock2.t)
-    assert sess2.stats.refused == {"hello rate limit": 3}
+    assert sess2.stats.refused == {"hello rate limit": 4}
+
+
+def test_refused_hellos_are_given_turns_at_the_admission_rate() -> None:
+    sess, _, clock = make(hello_rate=4.0)  # a burst of 4, then one every 0.25 s
+    for i in range(10):
+        sess.receive(bytes([i]), hello(f"g{i}"), clock.t)
+    out = sent(sess)
+    turns = [msg.after for _, msg in out if isinstance(msg, m.Rehello)]
+    assert sum(isinstance(msg, m.Welcome) for _, msg in out) == 4
+    assert turns == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.25, 1.5])
+    # a stranger after them queues behind them (their tokens are taken)
+    sess.receive(b"X", hello("stranger"), clock.t)
+    assert sent(sess) == [(b"X", m.Rehello(after=1.75))]
+    # each comes back at its turn and is admitted
+    t0 = clock.t
+    for i, after in zip(range(4, 10), turns, strict=True):
+        clock.t = t0 + after + 0.05  # late: admitted on its reservation all the same
+        sess.receive(bytes([i]), hello(f"g{i}"), clock.t)
+    assert sum(isinstance(msg, m.Welcome) for _, msg in sent(sess)) == 6
+    assert sess.stats.refused == {"hello rate limit": 7}
 
 
 def test_silent_peer_is_lost_and_heartbeats_are_owed() -> None:

@@ -51,6 +51,20 @@ def test_nothing_but_welcome_matters_before_ready(msg: m.Message) -> None:
     assert s.running == {}
 
 
+def test_told_to_come_back_later_waits_without_reconnecting() -> None:
+    # a hello refused by the controller's hello_rate is answered with our turn: we
+    # wait on the same connection (no hello timeout), then say hello again
+    s = WorkerSession("w1", "sess-1", hello_timeout=2.0)
+    s.hello(0.0)
+    assert s.receive(m.Rehello(after=7.5), 0.1) == []
+    assert s.next_deadline(1.0) == pytest.approx(6.6)
+    for t in (2.5, 5.0, 7.5):
+        assert s.tick(t) == []  # no Reconnect("no welcome") while waiting for the turn
+    assert s.tick(7.6) == [m.Hello("w1", "sess-1", 1, (), "", 0, "")]
+    assert s.tick(9.0) == []
+    assert s.tick(9.7) == [Reconnect("no welcome")]  # the new hello's timeout applies
+
+
 def test_welcome_sets_link_parameters() -> None:
     s = WorkerSession("w1", "sess-1")
     s.hello(0.0)

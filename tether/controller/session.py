@@ -33,6 +33,7 @@ from tether.protocol.session import Peer, PeerTable
 Outbound = tuple[bytes, m.Message]
 _OUTCOMES = (m.Result, m.Failure, m.Killed)
 INFO_KEYS, INFO_TEXT = 16, 200  # limits on report(**info) entries that reach the log
+HELLO_WAIT_MAX = 30.0  # seconds: the latest turn a refused hello is told to come back at
 STATUS_WORKERS = 500  # workers listed in a status reply (it must fit one message)
 
 
@@ -58,6 +59,7 @@ class ControllerSession:
         self.max_unproven = max_unproven
         self.hello_rate = hello_rate
         self._bucket, self._bucket_t = hello_rate, -math.inf
+        self._turns: dict[str, float] = {}  # name -> turn it was given (its token is taken)
         self._proven: set[str] = set()  # names that answered at least one evaluate
         self._unproven: set[str] = set()  # connected names not in _proven
         self._acks: list[Outbound] = []
@@ -169,7 +171,7 @@ class ControllerSession:
     def _hello(self, rid: bytes, hello: m.Hello, now: float, key: str) -> None:
         known = self.peers.by_rid.get(rid)
         old = self.peers.by_name.get(hello.name)
-        if known is None and not self._admit(rid, now):
+        if known is None and not self._admit(rid, hello.name, now):
             return
         if (old is not None and old.rid != rid and old.session != hello.session
                 and not self.peers.silent(old, now)):
@@ -202,18 +204,38 @@ class ControllerSession:
             if self.peers.by_name.get(name) is not None:
                 self.core.join(name, slots, claims, key=key)
 
-    def _admit(self, rid: bytes, now: float) -> bool:
-        """Bound what strangers can hold: new identities per second and idle newcomers."""
-        self._bucket = min(self.hello_rate, self._bucket + (now - self._bucket_t) * self.hello_rate)
-        self._bucket_t = now
-        if self._bucket < 1.0:
-            self._refuse(rid, "hello rate limit")
-            return False
+    def _admit(self, rid: bytes, name: str, now: float) -> bool:
+        """Bound what strangers can hold: new identities per second and idle newcomers.
+
+        A hello over the rate is refused with its turn (``rehello`` with ``after``): the
+        token it will use is taken now (the bucket goes into debt), so the turns are
+        spaced at the rate, later strangers queue behind them, and a worker that comes
+        back for its turn is admitted on its reservation however late it is. A storm of
+        thousands is so admitted in order instead of retrying blindly.
+        """
         if len(self._unproven) >= self.max_unproven:
             self._refuse(rid, "too many workers that never answered")
             return False
-        self._bucket -= 1.0
-        return True
+        if self._turns.pop(name, None) is not None:
+            return True  # its token was reserved when it was given its turn
+        # the burst is the rate's worth, but at least one: below 1/s it must still admit
+        burst = max(1.0, self.hello_rate)
+        self._bucket = min(burst, self._bucket + (now - self._bucket_t) * self.hello_rate)
+        self._bucket_t = now
+        if self._bucket >= 1.0:
+            self._bucket -= 1.0
+            return True
+        self._refuse(rid, "hello rate limit")
+        wait = (1.0 - self._bucket) / self.hello_rate  # until a token of its own
+        if len(self._turns) >= self.max_unproven:  # drop the turns nobody came back for
+            self._turns = {k: t for k, t in self._turns.items() if t > now - HELLO_WAIT_MAX}
+        if wait <= HELLO_WAIT_MAX and len(self._turns) < self.max_unproven:
+            self._bucket -= 1.0
+            self._turns[name] = now + wait
+        # past the bound nothing is reserved (a flood of strangers cannot book the
+        # controller for hours): come back then and queue again
+        self._replies.append((rid, m.Rehello(after=min(wait, HELLO_WAIT_MAX))))
+        return False
 
     def _forget(self, name: str) -> None:
         self.peers.remove(name)

@@ -129,7 +129,12 @@ class Drained:
 
 @dataclass(frozen=True, slots=True)
 class Rehello:
-    """The controller does not know this connection (e.g. it restarted): say Hello again."""
+    """The controller does not know this connection (e.g. it restarted): say Hello again,
+    ``after`` seconds from now (0: at once). A hello refused by the controller's
+    ``hello_rate`` is answered with the moment its turn comes, so a connection storm of
+    thousands of workers is admitted at that rate instead of retried blindly."""
+
+    after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

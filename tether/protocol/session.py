@@ -51,6 +51,7 @@ Action = StartEval | StopEval | Reconnect | Exit
 Effect = m.Message | Action
 
 
+MAX_HELLO_WAIT = 60.0  # seconds a worker waits when told to come back later
 BUSY_WINDOWS = 10  # liveness windows a worker waits on a silent controller it is linked to
 
 
@@ -79,6 +80,7 @@ class WorkerSession:
         self.t_end, self.drain_margin = t_end, drain  # walltime end on the caller's clock
         self.draining = slots == 0  # no slots offered: take no work at all
         self.left: str | None = None  # why we said goodbye
+        self.hello_at: float | None = None  # told to say hello again then (Rehello.after)
 
     @property
     def slots(self) -> int:
@@ -90,6 +92,7 @@ class WorkerSession:
         if self.t_end is not None and self.t_end - now <= self.drain_margin:
             self.draining = True  # started inside its drain window: take no work at all
         self.state = self.CONNECTING
+        self.hello_at = None
         self.last_rx = self.last_tx = now
         held = tuple(sorted(set(self.running) | set(self.queued) | set(self.outbox)))
         return m.Hello(self.name, self.session, self.slots, held, self.host, self.pid, self.job)
@@ -97,6 +100,14 @@ class WorkerSession:
     # ------------------------------------------------------------ inbound
     def receive(self, msg: m.Message, now: float) -> list[Effect]:
         self.last_rx = now
+        if isinstance(msg, m.Rehello):
+            if msg.after > 0:  # our turn comes then: wait on this connection, no timeout
+                self.hello_at = now + min(msg.after, MAX_HELLO_WAIT)
+                self.state = self.CONNECTING
+                return []
+            # before the handshake completes only Welcome means anything (a stale
+            # rehello answers something we sent on this connection before our hello)
+            return [self.hello(now)] if self.state == self.READY else []
         if isinstance(msg, m.Welcome):
             self.state = self.READY
             self.epoch, self.heartbeat, self.liveness = msg.epoch, msg.heartbeat, msg.liveness
@@ -130,8 +141,6 @@ class WorkerSession:
             return []
         if isinstance(msg, m.Terminate):
             return [Exit(msg.reason or "run over")]
-        if isinstance(msg, m.Rehello):
-            return [self.hello(now)]
         if isinstance(msg, m.Drained):
             self.drained = True
             return []
@@ -168,6 +177,8 @@ class WorkerSession:
         so a linked worker waits ``BUSY_WINDOWS`` windows before it gives up on it.
         """
         if self.state == self.CONNECTING:
+            if self.hello_at is not None:
+                return [self.hello(now)] if now >= self.hello_at else []
             if now - self.last_tx >= self.hello_timeout:
                 return [Reconnect("no welcome")]
             return []
@@ -218,6 +229,8 @@ class WorkerSession:
     def next_deadline(self, now: float) -> float:
         """Seconds until :meth:`tick` may have something to do."""
         if self.state == self.CONNECTING:
+            if self.hello_at is not None:
+                return max(0.0, self.hello_at - now)
             return max(0.0, self.last_tx + self.hello_timeout - now)
         due = self.last_tx + self.heartbeat
         silent_at = self.last_rx + self.heartbeat * self.liveness
