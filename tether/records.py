@@ -81,7 +81,9 @@ class Evaluate:
 
     @classmethod
     def at(cls, x: np.ndarray | list[float] | tuple[float, ...], tag: str = "") -> Evaluate:
-        return cls(tuple(float(v) for v in np.asarray(x, dtype=float).ravel()), tag)
+        # tolist() gives Python floats in one C call (a generator of float() per
+        # coordinate cost more than the rest of a random strategy's ask)
+        return cls(tuple(np.asarray(x, dtype=float).ravel().tolist()), tag)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from tether.protocol.session import (
     StartEval,
     StopEval,
     WorkerSession,
+    compact,
 )
 
 WELCOME = m.Welcome("epoch-1", heartbeat=1.0, liveness=3, names=("x0", "x1"))
@@ -442,3 +443,11 @@ def test_leaving_gives_back_prefetched_work() -> None:
     s.receive(m.Evaluate(2, 0, (0.1, 0.1)), 0.1)
     out = s.leave("sigterm", ((1, 0),), 0.2)
     assert out[0] == m.Goodbye("sigterm", ((1, 0), (2, 0)))
+
+
+def test_a_frame_drops_the_running_of_an_evaluation_it_also_ends() -> None:
+    msgs: list[m.Message] = [m.Result(1, 0, 1.0), m.Running(2, 0), m.Result(2, 0, 2.0),
+                             m.Running(3, 0), m.Running(2, 1), m.Heartbeat()]
+    assert compact(msgs) == [m.Result(1, 0, 1.0), m.Result(2, 0, 2.0), m.Running(3, 0),
+                             m.Running(2, 1), m.Heartbeat()]
+    assert compact([m.Running(3, 0)]) == [m.Running(3, 0)]

@@ -244,6 +244,18 @@ class WorkerSession:
         return list(msgs)
 
 
+def compact(msgs: list[m.Message]) -> list[m.Message]:
+    """One frame's messages without the ``running`` of an evaluation whose outcome is
+    in the same frame: ``running`` only restarts the controller's timeout clock, which
+    the outcome stops. Cheap objectives run several prefetched evaluations per loop
+    turn, and each dropped ``running`` is a message the controller need not decode."""
+    done = {(x.eval_id, x.attempt) for x in msgs if isinstance(x, Outcome)}
+    if not done:
+        return msgs
+    return [x for x in msgs
+            if not (isinstance(x, m.Running) and (x.eval_id, x.attempt) in done)]
+
+
 @dataclass
 class Peer:
     rid: bytes

@@ -30,7 +30,14 @@ from tether.addressfile import read_address
 from tether.errors import ConfigError, RemoteProtocolError
 from tether.protocol import codec
 from tether.protocol import messages as m
-from tether.protocol.session import Exit, Reconnect, StartEval, StopEval, WorkerSession
+from tether.protocol.session import (
+    Exit,
+    Reconnect,
+    StartEval,
+    StopEval,
+    WorkerSession,
+    compact,
+)
 from tether.worker.evaluators import Done, Evaluator, PartialOut, Running
 
 # ZMTP heartbeats on the worker's socket: libzmq drops a link silent this long after a
@@ -258,6 +265,7 @@ class WorkerAgent:
         out, self._outgoing = self._outgoing, []
         if self.sock is None or not out:
             return
+        out = compact(out)
         for i in range(0, len(out), codec.MAX_BATCH):
             # zmq.Again: not connected (IMMEDIATE); the handshake timeout will retry
             with contextlib.suppress(zmq.Again):
