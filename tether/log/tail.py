@@ -111,18 +111,26 @@ def tail(path: str | Path, n: int = 10, follow: bool = False, as_raw: bool = Fal
          out: TextIO | None = None, poll: float = 0.25,
          stop: Callable[[], bool] = lambda: False) -> int:
     """Print the last ``n`` events; with ``follow``, keep printing new ones until Ctrl-C."""
-    out = out or sys.stdout
+    try:
+        return _tail(path, n, follow, as_raw, out or sys.stdout, poll, stop)
+    except KeyboardInterrupt:
+        # Ctrl-C is how a follow ends, wherever it lands (also between two writes):
+        # no traceback, exit 0
+        if follow:
+            return 0
+        raise
+
+
+def _tail(path: str | Path, n: int, follow: bool, as_raw: bool, out: TextIO, poll: float,
+          stop: Callable[[], bool]) -> int:
     if follow and not Path(path).exists():
         # started next to a controller that has not written its log yet: wait for it,
         # as `tail -F` does, instead of failing
         print(f"tether: waiting for {path} to appear (Ctrl-C to stop)", file=sys.stderr)
-        try:
-            while not Path(path).exists():
-                if stop():
-                    return 0
-                time.sleep(poll)
-        except KeyboardInterrupt:
-            return 0
+        while not Path(path).exists():
+            if stop():
+                return 0
+            time.sleep(poll)
     lines, offset = last_lines(path, n)
     for i, ln in enumerate(lines):
         try:
@@ -133,15 +141,12 @@ def tail(path: str | Path, n: int = 10, follow: bool = False, as_raw: bool = Fal
     out.flush()
     if not follow:
         return 0
-    try:
-        for ln in follow_lines(path, offset, poll=poll, stop=stop):
-            try:
-                _emit(out, ln, f"{path}", as_raw)
-            except LogError as exc:  # one bad line should not end a follow
-                print(f"tether: skipped a line: {exc}", file=sys.stderr)
-            out.flush()
-    except KeyboardInterrupt:  # Ctrl-C is how a follow ends: no traceback, exit 0
-        pass
+    for ln in follow_lines(path, offset, poll=poll, stop=stop):
+        try:
+            _emit(out, ln, f"{path}", as_raw)
+        except LogError as exc:  # one bad line should not end a follow
+            print(f"tether: skipped a line: {exc}", file=sys.stderr)
+        out.flush()
     return 0
 
 
