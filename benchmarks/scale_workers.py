@@ -683,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sim-procs", type=int, default=4, help="simulator processes (default 4)")
     ap.add_argument("--cprofile", metavar="PREFIX",
                     help="profile the controller: PREFIX.<scenario> per scenario (cProfile)")
-    ap.add_argument("--zmtp-ping", type=int, default=1000, metavar="MS",
+    ap.add_argument("--zmtp-ping", type=int, default=2500, metavar="MS",
                     help="simulated workers' ZMTP ping interval, as tether's workers (0: none)")
     ap.add_argument("--heartbeat", type=float, default=1.0)
     ap.add_argument("--liveness", type=int, default=3)
