@@ -123,6 +123,7 @@ class ControllerServer:
         tick_every = min(0.1, self.settings.heartbeat / 4)
         next_tick = 0.0
         self._last_tick = self.clock()
+        ask_ahead = self.core.strategy.ask_ahead > 0
         try:
             while self.core.finished is None and self.stop_requested is None:
                 if poller.poll(int(tick_every * 1000)):
@@ -138,9 +139,10 @@ class ControllerServer:
                     behind = self._catch_up()
                     self._tick(self.clock(), tick_every, behind)
                     next_tick = now + tick_every
-                self._flush_and_send()
+                    self._flush_and_send()
                 # idle (nothing waiting): ask ahead so the next free worker need not wait
-                if not poller.poll(0) and self.core.prepare():
+                # (a strategy that never asks ahead costs no extra poll per turn)
+                if ask_ahead and not poller.poll(0) and self.core.prepare():
                     self._flush_and_send()
             self._flush_and_send()
             if self.stop_requested is not None:
@@ -218,7 +220,8 @@ class ControllerServer:
         now = self.clock()
         for msg in msgs:
             self.session.receive(rid, msg, now, key)
-        self._send_all(self.session.take_replies())
+        if self.session.has_replies():  # welcome, rehello, terminate: at once
+            self._send_all(self.session.take_replies())
         if self.session.stats.dropped != before and self.session.last_refusal is not None:
             log.warning("refused a message from %s: %s", rid.hex(), self.session.last_refusal[1])
 
