@@ -71,7 +71,9 @@ from procs import kill_all, kill_group, spawn  # benchmarks/procs.py, a sibling
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROGRESS_EVERY = 0.5  # seconds between a simulator's progress lines
-HELLO_RETRY = 10.0  # seconds without welcome before a simulated worker says hello again
+# as tether's workers on a live connection: without a welcome after 2 s, say hello again,
+# doubling the wait to 30 s (tether/protocol/session.py)
+HELLO_RETRY, HELLO_RETRY_MAX = 2.0, 30.0
 
 
 class BenchError(Exception):
@@ -121,6 +123,7 @@ class Simulator:
         self.welcomed = [False] * count
         self.last_tx = [0.0] * count
         self.last_hello = [0.0] * count
+        self.hello_wait = [HELLO_RETRY] * count
         self.held: list[list[tuple[int, int]]] = [[] for _ in range(count)]
         self.n_welcomed = 0
         self.n_held = 0
@@ -211,7 +214,7 @@ class Simulator:
         elif kind == "rehello":
             after = float(msg.get("after", 0.0))
             if after > 0:  # told when our turn comes (hello rate): the retry loop sends it
-                self.last_hello[i] = now + after - HELLO_RETRY
+                self.last_hello[i] = now + after - self.hello_wait[i]
             else:
                 self.send(i, self.hello(i), now)
         elif kind == "kill":
@@ -292,8 +295,9 @@ class Simulator:
                 next_retry = now + 0.2
                 if self.n_welcomed < self.n:
                     for i in range(self.n):
-                        if not self.welcomed[i] and now - self.last_hello[i] > HELLO_RETRY:
+                        if not self.welcomed[i] and now - self.last_hello[i] > self.hello_wait[i]:
                             self.last_hello[i] = now
+                            self.hello_wait[i] = min(HELLO_RETRY_MAX, 2 * self.hello_wait[i])
                             self.send(i, self.hello(i), now)
                             self.counts["hello_retry"] += 1
                             self.service(i, now)

@@ -272,3 +272,22 @@ def test_a_prefetched_evaluation_times_out_from_when_it_started() -> None:
         sess.tick(clock.t)
     killed = {k["eval_id"]: k["error"] for k in journal.of("killed")}
     assert killed.get(queued.eval_id, "").startswith("eval_timeout")
+
+
+def test_a_repeated_hello_on_the_same_connection_is_only_welcomed_again() -> None:
+    sess, journal, clock = make()
+    sess.receive(b"A", hello("a"), clock.t)
+    first = sent(sess)
+    assert isinstance(first[0][1], m.Welcome) and evaluates(first, b"A")
+    clock.t += 3.0  # the worker gave up waiting for that welcome and said it again
+    sess.receive(b"A", hello("a"), clock.t)
+    assert sent(sess) == [(b"A", sess.welcome)]
+    assert len(journal.of("worker_joined")) == 1 and not journal.of("worker_left")
+    # what it was sent stays dispatched to it: its result counts
+    eid = evaluates(first, b"A")[0].eval_id
+    sess.receive(b"A", m.Result(eid, 0, 0.5), clock.t)
+    assert [e["eval_id"] for e in journal.of("completed")] == [eid]
+    # a hello that offers something else (draining) is a real re-join
+    sess.receive(b"A", m.Hello("a", "s", 0), clock.t)
+    sent(sess)
+    assert journal.of("worker_left")[-1]["reason"] == "reconnected"

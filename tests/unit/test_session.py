@@ -451,3 +451,20 @@ def test_a_frame_drops_the_running_of_an_evaluation_it_also_ends() -> None:
     assert compact(msgs) == [m.Result(1, 0, 1.0), m.Result(2, 0, 2.0), m.Running(3, 0),
                              m.Running(2, 1), m.Heartbeat()]
     assert compact([m.Running(3, 0)]) == [m.Running(3, 0)]
+
+
+def test_no_welcome_on_a_live_connection_repeats_the_hello_backing_off() -> None:
+    s = WorkerSession("w1", "sess-1", hello_timeout=2.0)
+    s.hello(0.0)
+    assert not s.silent(1.9) and s.silent(2.0)
+    # the link is up (libzmq answers): the controller is behind, say it again here
+    assert s.tick(2.0, linked=True) == [s.hello(2.0)]
+    assert s.tick(5.9, linked=True) == []  # next after 4 s, then 8 s
+    assert s.tick(6.0, linked=True) == [s.hello(6.0)]
+    assert s.next_deadline(6.0) == pytest.approx(8.0)
+    # the link went down: reconnect (a fresh socket), and the backoff starts over
+    assert s.tick(14.0, linked=False) == [Reconnect("no welcome")]
+    s.hello(20.0)
+    assert s.tick(22.0, linked=True) == [s.hello(22.0)]
+    s.receive(m.Welcome("e", 1.0, 3, ()), 23.0)
+    assert s.state == WorkerSession.READY and s._hello_wait() == 2.0

@@ -170,6 +170,13 @@ class ControllerSession:
     # ------------------------------------------------------------ handshake
     def _hello(self, rid: bytes, hello: m.Hello, now: float, key: str) -> None:
         known = self.peers.by_rid.get(rid)
+        if (known is not None and known.name == hello.name and known.session == hello.session
+                and known.key == key and self.core.finished is None and self._joined_as(hello)):
+            # a repeat on the same connection (the worker timed out waiting for our
+            # welcome while we were behind): welcome it again, nothing else changes
+            self.peers.seen(rid, now)
+            self._replies.append((rid, self.welcome))
+            return
         old = self.peers.by_name.get(hello.name)
         if known is None and not self._admit(rid, hello.name, now):
             return
@@ -196,6 +203,12 @@ class ControllerSession:
         # joining may ask the strategy (a model fit can take seconds): the welcome goes
         # out first (take_replies), so the worker's handshake never waits for an ask
         self._joins.append((hello.name, hello.slots, claims, key))
+
+    def _joined_as(self, hello: m.Hello) -> bool:
+        """Whether the worker already joined with what ``hello`` offers (a repeat)."""
+        w = self.core.workers.get(hello.name)
+        return w is not None and w.draining == (hello.slots == 0) and (
+            hello.slots == 0 or w.slots == hello.slots)
 
     def settle(self) -> None:
         """Carry out deferred joins (call before flushing the journal and sending)."""

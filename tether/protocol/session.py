@@ -52,6 +52,7 @@ Effect = m.Message | Action
 
 
 MAX_HELLO_WAIT = 60.0  # seconds a worker waits when told to come back later
+MAX_HELLO_BACKOFF = 30.0  # seconds between hellos repeated on a live connection
 BUSY_WINDOWS = 10  # liveness windows a worker waits on a silent controller it is linked to
 
 
@@ -81,6 +82,7 @@ class WorkerSession:
         self.draining = slots == 0  # no slots offered: take no work at all
         self.left: str | None = None  # why we said goodbye
         self.hello_at: float | None = None  # told to say hello again then (Rehello.after)
+        self._resends = 0  # hellos repeated on this connection without a welcome
 
     @property
     def slots(self) -> int:
@@ -109,6 +111,7 @@ class WorkerSession:
             # rehello answers something we sent on this connection before our hello)
             return [self.hello(now)] if self.state == self.READY else []
         if isinstance(msg, m.Welcome):
+            self._resends = 0
             self.state = self.READY
             self.epoch, self.heartbeat, self.liveness = msg.epoch, msg.heartbeat, msg.liveness
             self.names = msg.names
@@ -179,7 +182,15 @@ class WorkerSession:
         if self.state == self.CONNECTING:
             if self.hello_at is not None:
                 return [self.hello(now)] if now >= self.hello_at else []
-            if now - self.last_tx >= self.hello_timeout:
+            if now - self.last_tx >= self._hello_wait():
+                if linked:
+                    # the connection is up, so the controller is there but behind (a
+                    # storm of thousands of hellos) or restarted under us (libzmq
+                    # reconnected; our hello went to the old process): say it again
+                    # here, backing off; the controller takes a repeat as a repeat
+                    self._resends += 1
+                    return [self.hello(now)]
+                self._resends = 0
                 return [Reconnect("no welcome")]
             return []
         busy_for = BUSY_WINDOWS * self.heartbeat * self.liveness
@@ -222,16 +233,23 @@ class WorkerSession:
         return [*self._sent([m.Goodbye(reason, abandoned)], now), Exit(reason)]
 
     def silent(self, now: float) -> bool:
-        """Whether the controller has been silent past the window (the agent then checks
-        its connection, which costs a system call it need not make on every turn)."""
+        """Whether the controller has been silent past the window, or has not answered
+        our hello in time (the agent then checks its connection, which costs a system
+        call it need not make on every turn)."""
+        if self.state == self.CONNECTING:
+            return self.hello_at is None and now - self.last_tx >= self._hello_wait()
         return now - self.last_rx > self.heartbeat * self.liveness
+
+    def _hello_wait(self) -> float:
+        """The hello timeout, doubled for every repeat on a live connection (to 30 s)."""
+        return min(MAX_HELLO_BACKOFF, self.hello_timeout * 2.0 ** self._resends)
 
     def next_deadline(self, now: float) -> float:
         """Seconds until :meth:`tick` may have something to do."""
         if self.state == self.CONNECTING:
             if self.hello_at is not None:
                 return max(0.0, self.hello_at - now)
-            return max(0.0, self.last_tx + self.hello_timeout - now)
+            return max(0.0, self.last_tx + self._hello_wait() - now)
         due = self.last_tx + self.heartbeat
         silent_at = self.last_rx + self.heartbeat * self.liveness
         if silent_at > now:  # past it, the link state is checked at every heartbeat
