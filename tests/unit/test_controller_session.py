@@ -291,3 +291,12 @@ def test_a_repeated_hello_on_the_same_connection_is_only_welcomed_again() -> Non
     sess.receive(b"A", m.Hello("a", "s", 0), clock.t)
     sent(sess)
     assert journal.of("worker_left")[-1]["reason"] == "reconnected"
+
+
+def test_a_repeat_before_the_join_settles_is_a_repeat_too() -> None:
+    sess, journal, clock = make()
+    sess.receive(b"A", hello("a"), clock.t)
+    sess.receive(b"A", hello("a"), clock.t + 2.0)  # the same batch: join not yet settled
+    out = sent(sess)
+    assert [msg for _, msg in out if isinstance(msg, m.Welcome)] == [sess.welcome] * 2
+    assert len(journal.of("worker_joined")) == 1 and not journal.of("worker_left")

@@ -68,6 +68,7 @@ class ControllerSession:
         self.beats: list[bytes] = []  # connections owed a heartbeat (take_beats)
         self.last_refusal: tuple[bytes, str] | None = None
         self._joins: list[tuple[str, int, list[tuple[int, int]], str]] = []
+        self._joining: dict[str, int] = {}  # name -> slots of its join in _joins
         # what each message from a joined worker does (a dispatch on the exact type: it
         # runs for every message); outcomes are also answered after the run has finished
         self._handlers: dict[type, Callable[[bytes, Peer, Any], None]] = {
@@ -203,9 +204,12 @@ class ControllerSession:
         # joining may ask the strategy (a model fit can take seconds): the welcome goes
         # out first (take_replies), so the worker's handshake never waits for an ask
         self._joins.append((hello.name, hello.slots, claims, key))
+        self._joining[hello.name] = hello.slots
 
     def _joined_as(self, hello: m.Hello) -> bool:
         """Whether the worker already joined with what ``hello`` offers (a repeat)."""
+        if hello.name in self._joining:  # joins when this batch settles
+            return self._joining[hello.name] == hello.slots
         w = self.core.workers.get(hello.name)
         return w is not None and w.draining == (hello.slots == 0) and (
             hello.slots == 0 or w.slots == hello.slots)
@@ -213,6 +217,7 @@ class ControllerSession:
     def settle(self) -> None:
         """Carry out deferred joins (call before flushing the journal and sending)."""
         joins, self._joins = self._joins, []
+        self._joining.clear()
         for name, slots, claims, key in joins:
             if self.peers.by_name.get(name) is not None:
                 self.core.join(name, slots, claims, key=key)
