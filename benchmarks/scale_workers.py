@@ -32,7 +32,10 @@ across ``--repeats``. For each:
    the moment the simulators are told to stop. Until then the simulated workers never
    stop heartbeating, so every one is false (the target is 0); the losses declared when
    they vanish at the end, without a goodbye, are true ones and are left out (the JSON
-   has them as ``left_lost_after_stop``).
+   has them as ``left_lost_after_stop``). A simulator process starved of a core can
+   itself fall silent past the window: it counts every heartbeat it sends later than
+   that (``silent_past_window``, beside the losses), and losses that follow those are
+   the simulator's, not false ones.
 
 File descriptors: every connected worker costs the controller one descriptor and each
 simulator process two per socket (the TCP connection and the socket's mailbox); the
@@ -129,6 +132,7 @@ class Simulator:
         self.n_held = 0
         self.instant = False
         self.hb = 1.0
+        self.liveness = 3
         self.due: collections.deque[tuple[float, int]] = collections.deque()
         self.heartbeat_frame = self.packb({"v": 1, "t": "heartbeat"})
         self.counts = collections.Counter[str]()
@@ -205,6 +209,7 @@ class Simulator:
                     self.t_all_held = time.time()
         elif kind == "welcome":
             self.hb = float(msg["heartbeat"])
+            self.liveness = int(msg.get("liveness", 3))
             if not self.welcomed[i]:
                 self.welcomed[i] = True
                 self.n_welcomed += 1
@@ -288,6 +293,10 @@ class Simulator:
             while due and due[0][0] <= now:  # heartbeats owed (stale entries skipped)
                 _, i = due.popleft()
                 if self.last_tx[i] + self.hb <= now:
+                    if now - self.last_tx[i] > self.hb * self.liveness:
+                        # this simulator itself was silent past the window (starved of
+                        # a core): the controller would be right to call this one lost
+                        self.counts["silent_past_window"] += 1
                     self.send(i, self.heartbeat_frame, now)
                     self.counts["tx_heartbeat"] += 1
                     self.service(i, now)  # a send may have consumed the fd's wake-up
@@ -616,7 +625,8 @@ def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str,
         res["events"] = len(events)
     print(f"  {tag}: {res['rate']:,.0f} evals/s instant (simulators count {res['sim_rate']:,.0f}/s; "
           f"controller CPU {res['instant_ctl_cpu']:.0%}, waiting {res['instant_ctl_wait']:.0%}, "
-          f"simulators {res['instant_sim_cpu']:.0%}); workers lost {res['left_lost']}, lost events "
+          f"simulators {res['instant_sim_cpu']:.0%}); simulators silent past the window "
+          f"{counts.get('silent_past_window', 0)} times; workers lost {res['left_lost']}, lost events "
           f"{res['lost']}, rehello {counts.get('rx_rehello', 0)}", file=sys.stderr)
     return res
 
@@ -664,6 +674,8 @@ def table(res: dict[str, Any]) -> str:
             connect += f"; {s['not_connected']} of {s['n']} runs: not all ({s['connected_min']:,} at least)"
         lost = ("— (stub)" if s["stub"] else
                 f"{s['lost_before']} / {s['lost_instant']} / {s['lost_events']}")
+        if s.get("sim_silent"):  # the simulators' own silences: such losses are true ones
+            lost += f" (simulators silent past the window {s['sim_silent']:,} times)"
         hw = s["hold_ctl_wait"]["median"] if s["hold_ctl_wait"] else math.nan
         iw = s["instant_ctl_wait"]["median"] if s["instant_ctl_wait"] else math.nan
         rows.append(f"| {s['label']} | {connect} | {fmt(s['hold_ctl_cpu'], True)} (waits {hw:.0%}) | "
@@ -778,6 +790,7 @@ def main(argv: list[str] | None = None) -> int:
             s["lost_before"] = sum(r.get("left_lost_before_instant") or 0 for r in rs)
             s["lost_instant"] = sum(r.get("left_lost_instant") or 0 for r in rs)
             s["lost_events"] = sum(r["lost"] or 0 for r in rs)
+            s["sim_silent"] = sum((r.get("sim_counts") or {}).get("silent_past_window", 0) for r in rs)
             s["all_held"] = all(r["all_held"] for r in rs)
             res["summary"][key] = s
         res["loadavg_end"] = os.getloadavg()
