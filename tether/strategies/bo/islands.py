@@ -37,11 +37,14 @@ from tether.strategies.bo.strategy import BayesOpt
 _TAG = re.compile(r"^async-bo:island(\d+):(.*)$", re.S)
 # Half-width of the box a staggered island avoids around an earlier island's best point,
 # in that island's fitted lengthscales per axis, clipped to [AVOID_MIN, AVOID_MAX] of the
-# cube. Hartmann6's local basin ignores x3 and x5 (lengthscales of 5-8 there), so the box
-# spans those axes; at most 0.4 elsewhere keeps the global minimizer, 0.6-0.7 away from
-# the local one in x2 and x6, outside it.
+# cube; an axis whose lengthscale is AVOID_LONG or more is one the basin ignores, and the
+# box spans it whole (Hartmann6's local basin ignores x3 and x5, lengthscales 2-8 there:
+# a box clipped in those axes let the second island climb the same bump at another x3).
+# At most 0.4 in the other axes keeps the global minimizer, 0.6-0.7 away from the local
+# one in x2 and x6, outside the box.
 AVOID_RADIUS = 2.0
 AVOID_MIN, AVOID_MAX = 0.05, 0.4
+AVOID_LONG = 1.0
 
 
 class Islands(Strategy):
@@ -139,7 +142,9 @@ class Islands(Strategy):
             other.update_model(sub)
             post = other._post
             assert post is not None
-            half = np.clip(AVOID_RADIUS * post.hyp.lengthscales, AVOID_MIN, AVOID_MAX)
+            ls = post.hyp.lengthscales
+            half = np.where(ls >= AVOID_LONG, 1.0,
+                            np.clip(AVOID_RADIUS * ls, AVOID_MIN, AVOID_MAX))
             boxes.append((self.space.to_unit(np.array(best.x, dtype=float)), half))
         me.avoid = boxes
 
