@@ -24,7 +24,6 @@ ACQUISITIONS = ("logei", "ei")
 PENALIZERS = ("hard", "soft")
 WARPS = ("none", "copula")
 EXPLORERS = ("none", "dycors")
-PICKS = ("best", "lcb")
 
 
 def parse_options(name: str, space: Space, options: Mapping[str, Any],
@@ -57,10 +56,8 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     # measured on 100 seeds each: Branin seed setup and Hartmann6 (docs/bo.md, End game)
     polish = o.get("polish", 0.35, float) if name == "async-bo" else 0.0
     stagger = o.get("stagger", 0.0, float) if name == "async-bo" else 0.0
-    pick = o.get("handover_by", "best", str) if name == "async-bo" else "best"
     o.done()
     _choice("explore", explore, EXPLORERS)
-    _choice("handover_by", pick, PICKS)
     if islands < 1:
         raise ConfigError(f"[strategy] islands must be >= 1, got {islands}")
     if not 0.0 <= handover <= 1.0:
@@ -100,7 +97,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
                       penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
                       candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead,
                       explore=explore, explore_evals=explore_evals if explore != "none" else 0,
-                      islands=islands, handover=handover, polish=polish, stagger=stagger, handover_by=pick)
+                      islands=islands, handover=handover, polish=polish, stagger=stagger)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -125,7 +122,7 @@ def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> Asyn
             return make_async_bo(space, share, own)
 
         isl = Islands(space, budget, settings.islands, settings.handover, island,
-                      stagger=settings.stagger, pick=settings.handover_by)
+                      stagger=settings.stagger)
         isl.ask_ahead = settings.ask_ahead  # the controller reads it from the top strategy
         return isl
     from tether.strategies.bo.strategy import AsyncBO

@@ -53,11 +53,10 @@ class Islands(Strategy):
     name = "async-bo"
 
     def __init__(self, space: Space, budget: int, islands: int, handover: float,
-                 make: Callable[[int, int], Strategy], stagger: float = 0.0,
-                 pick: str = "best") -> None:
+                 make: Callable[[int, int], Strategy], stagger: float = 0.0) -> None:
         """``make(i, budget)`` builds island ``i``'s strategy for that budget."""
         self.space, self.budget, self.k, self.handover = space, budget, islands, handover
-        self.stagger, self.pick = stagger, pick
+        self.stagger = stagger
         self.shares = [budget // islands + (i < budget % islands) for i in range(islands)]
         self.subs = [make(i, self.shares[i]) for i in range(islands)]
         for sub in self.subs:  # its polish phase is the end of the run, not of its share
@@ -82,37 +81,11 @@ class Islands(Strategy):
         """The islands still asking: all, then after ``handover`` the one holding the
         best point. Read from the view at every ask, so a replay agrees."""
         best = view.best
-        n = len(view.records)
-        if best is not None and n >= self.handover * self.budget:
-            w = self._lcb_winner(view) if self.pick == "lcb" else self.island_of(best)[0]
+        if best is not None and len(view.records) >= self.handover * self.budget:
+            w, _ = self.island_of(best)
             if w >= 0:  # a warm-start record is the best: keep alternating
                 return [w]
-        return [i for i in range(self.k) if n >= i * self.stagger * self.budget]
-
-    def _lcb_winner(self, view: RunView) -> int:
-        """The island whose model promises the lowest value (``pick = "lcb"``).
-
-        Decided once: the first point proposed past the hand-over names the winner, so
-        a replay agrees; before it, the island whose posterior mean minus one standard
-        deviation reaches lowest. A basin still being climbed has a lower bound below
-        its best value, a converged one not: on Hartmann6 the local basin is learnt
-        faster, and comparing best values hands the run to it while the island in the
-        global basin is still climbing (docs/bo.md, Islands).
-        """
-        for pos, rec in enumerate(view.records.values()):
-            if pos >= self.handover * self.budget:
-                return self.island_of(rec)[0]
-        counts = self._counts(view)
-        scores = []
-        for i, sub in enumerate(self.subs):
-            sv = self._view(view, i, counts[i])
-            if not isinstance(sub, BayesOpt) or sv.best is None or sub.in_design_phase(sv):
-                scores.append(np.inf)
-                continue
-            scores.append(sub.lower_bound(sv))
-        if np.isfinite(min(scores)):
-            return int(np.argmin(scores))
-        return self.island_of(view.best)[0] if view.best is not None else -1
+        return [i for i in range(self.k) if len(view.records) >= i * self.stagger * self.budget]
 
     def _budgets(self, view: RunView, counts: list[int]) -> tuple[list[int], list[int]]:
         """Each island's budget, and the islands still asking.

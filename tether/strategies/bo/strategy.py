@@ -72,7 +72,6 @@ class BOSettings:
     handover: float = 0.8  # async-bo: share of the budget after which the best island asks
     polish: float = 0.35  # async-bo: share of the budget at the end spent around the incumbent
     stagger: float = 0.0  # async-bo islands: share of the budget before island i > 0 starts
-    handover_by: str = "best"  # async-bo islands: best | lcb (how the hand-over picks)
 
 
 class BayesOpt(Strategy):
@@ -205,20 +204,6 @@ class BayesOpt(Strategy):
         x, _ = maximize(acq, np.vstack([sobol, top, near]), n_starts=s.n_starts,
                         box=(lo, hi) if local else None)
         return x
-
-    def lower_bound(self, view: RunView, kappa: float = 1.0) -> float:
-        """Lowest posterior mean minus ``kappa`` standard deviations (raw units) over
-        quasi-random points and points near the best, without warping."""
-        self.update_model(view)
-        post = self._post
-        assert post is not None
-        rng = rng_for(self.settings.seed, DESIGN_STREAM - 1)
-        sobol = qmc.Sobol(self.dim, scramble=True, seed=rng).random_base2(self._cand_m)
-        top = post.x[np.argmin(self.model.targets())]
-        near = np.clip(top + 0.05 * rng.standard_normal((256, self.dim)), 0.0, 1.0)
-        mean, var = post.predict(np.vstack([sobol, near, post.x]))
-        low = float(np.min(mean - kappa * np.sqrt(var)))
-        return self.model.y_mean + self.model.y_std * low
 
     def admissible_design_point(self, k: int) -> np.ndarray:
         """The k-th design point outside every avoided box (the plain one if none is)."""
