@@ -147,10 +147,7 @@ class Islands(Strategy):
             best = sub.best
             if not isinstance(other, BayesOpt) or best is None or other.in_design_phase(sub):
                 continue
-            other.update_model(sub)
-            post = other._post
-            assert post is not None
-            ls = post.hyp.lengthscales
+            ls = other.fitted_lengthscales(sub)
             half = np.where(ls >= AVOID_LONG, 1.0,
                             np.clip(AVOID_RADIUS * ls, AVOID_MIN, AVOID_MAX))
             boxes.append((self.space.to_unit(np.array(best.x, dtype=float)), half))

@@ -205,6 +205,12 @@ class BayesOpt(Strategy):
                         box=(lo, hi) if local else None)
         return x
 
+    def fitted_lengthscales(self, view: RunView) -> np.ndarray:
+        """The GP's lengthscales (unit cube) once the model has this view's data."""
+        self.update_model(view)
+        assert self._post is not None
+        return self._post.hyp.lengthscales
+
     def admissible_design_point(self, k: int) -> np.ndarray:
         """The k-th design point outside every avoided box (the plain one if none is)."""
         if not self.avoid:
