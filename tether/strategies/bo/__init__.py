@@ -55,12 +55,15 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     handover = o.get("handover", 0.8, float) if name == "async-bo" else 0.8
     # measured on 100 seeds each: Branin seed setup and Hartmann6 (docs/bo.md, End game)
     polish = o.get("polish", 0.35, float) if name == "async-bo" else 0.0
+    stagger = o.get("stagger", 0.0, float) if name == "async-bo" else 0.0
     o.done()
     _choice("explore", explore, EXPLORERS)
     if islands < 1:
         raise ConfigError(f"[strategy] islands must be >= 1, got {islands}")
     if not 0.0 <= handover <= 1.0:
         raise ConfigError(f"[strategy] handover must be in [0, 1], got {handover}")
+    if not 0.0 <= stagger < 1.0:
+        raise ConfigError(f"[strategy] stagger must be in [0, 1), got {stagger}")
     if not 0.0 <= polish < 1.0:
         raise ConfigError(f"[strategy] polish must be in [0, 1), got {polish}")
     if explore_evals < 0:
@@ -94,7 +97,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
                       penalizer=pen, noise=noise, refit_every=refit, restarts=restarts,
                       candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead,
                       explore=explore, explore_evals=explore_evals if explore != "none" else 0,
-                      islands=islands, handover=handover, polish=polish)
+                      islands=islands, handover=handover, polish=polish, stagger=stagger)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -111,10 +114,15 @@ def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> Asyn
         seed = settings.seed or 0
 
         def island(i: int, share: int) -> AsyncBO | Islands:
-            # each island its own seed, so their designs differ
-            return make_async_bo(space, share, dict(options, islands=1, seed=seed * 7919 + i))
+            # each island its own seed, so their designs differ; a staggered island
+            # starts from a Sobol design it can keep out of the earlier basins
+            own = dict(options, islands=1, seed=seed * 7919 + i)
+            if settings.stagger > 0 and i > 0:
+                own["explore"] = "none"
+            return make_async_bo(space, share, own)
 
-        isl = Islands(space, budget, settings.islands, settings.handover, island)
+        isl = Islands(space, budget, settings.islands, settings.handover, island,
+                      stagger=settings.stagger)
         isl.ask_ahead = settings.ask_ahead  # the controller reads it from the top strategy
         return isl
     from tether.strategies.bo.strategy import AsyncBO

@@ -8,6 +8,14 @@ and the asks alternate between them. At ``handover`` of the budget the island ho
 the best point gets every remaining ask, to polish its basin with its own model (whose
 lengthscales were fitted on that basin, not on a mixture).
 
+With ``stagger`` > 0 the islands are not independent: island ``i`` starts only once
+``i * stagger`` of the budget is out (it then asks alone until it has half as many
+points as the earlier island had, CATCH_UP), from a Sobol design, and keeps out of a box
+around each earlier island's best point (AVOID_RADIUS fitted lengthscales of that
+island's GP per axis). Independent islands each fall into the local basin of Hartmann6
+with probability about 0.55; an island that cannot enter the basin the first one chose
+has to find another (docs/bo.md, Islands).
+
 Everything is read from the view: a point's island is in its tag
 (``async-bo:island<i>:<tag of the island's own proposal>``), so a resumed run rebuilds
 each island's data, pending points and explorer state.
@@ -19,11 +27,30 @@ import dataclasses
 import re
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from tether.records import Evaluate, Proposal, Record, RunView
 from tether.space import Space
 from tether.strategies.base import Strategy
+from tether.strategies.bo.strategy import BayesOpt
 
 _TAG = re.compile(r"^async-bo:island(\d+):(.*)$", re.S)
+# Half-width of the box a staggered island avoids around an earlier island's best point,
+# in that island's fitted lengthscales per axis, clipped to [AVOID_MIN, AVOID_MAX] of the
+# cube; an axis whose lengthscale is AVOID_LONG or more is one the basin ignores, and the
+# box spans it whole (Hartmann6's local basin ignores x3 and x5, lengthscales 2-8 there:
+# a box clipped in those axes let the second island climb the same bump at another x3).
+# At most 0.4 in the other axes keeps the global minimizer, 0.6-0.7 away from the local
+# one in x2 and x6, outside the box.
+AVOID_RADIUS = 2.0
+AVOID_MIN, AVOID_MAX = 0.05, 0.4
+AVOID_LONG = 1.0
+# A staggered island asks alone until it has CATCH_UP of the points the earlier island
+# had at its start, then they alternate. Catching up fully froze the first island for a
+# third of the run, and one in the global basin (slow to climb) then lost the hand-over
+# unconverged; not catching up at all left the second island too few points to find and
+# climb another basin (docs/bo.md, Islands: 100 seeds each, 17 / 18 / 32 trapped).
+CATCH_UP = 0.5
 
 
 class Islands(Strategy):
@@ -32,9 +59,10 @@ class Islands(Strategy):
     name = "async-bo"
 
     def __init__(self, space: Space, budget: int, islands: int, handover: float,
-                 make: Callable[[int, int], Strategy]) -> None:
+                 make: Callable[[int, int], Strategy], stagger: float = 0.0) -> None:
         """``make(i, budget)`` builds island ``i``'s strategy for that budget."""
         self.space, self.budget, self.k, self.handover = space, budget, islands, handover
+        self.stagger = stagger
         self.shares = [budget // islands + (i < budget % islands) for i in range(islands)]
         self.subs = [make(i, self.shares[i]) for i in range(islands)]
         for sub in self.subs:  # its polish phase is the end of the run, not of its share
@@ -63,7 +91,7 @@ class Islands(Strategy):
             w, _ = self.island_of(best)
             if w >= 0:  # a warm-start record is the best: keep alternating
                 return [w]
-        return list(range(self.k))
+        return [i for i in range(self.k) if len(view.records) >= i * self.stagger * self.budget]
 
     def _budgets(self, view: RunView, counts: list[int]) -> tuple[list[int], list[int]]:
         """Each island's budget, and the islands still asking.
@@ -88,16 +116,42 @@ class Islands(Strategy):
     def propose(self, view: RunView) -> Proposal | None:
         counts = self._counts(view)
         budgets, alive = self._budgets(view, counts)
-        # the island with the fewest points asks, so the ones still asking alternate
-        order = sorted(alive, key=counts.__getitem__)
+        # the island with the fewest points asks, so the ones still asking alternate; a
+        # staggered island counts as if it had (1 - CATCH_UP) of the points out at its start
+        head = [(1.0 - CATCH_UP) * i * self.stagger * self.budget for i in range(self.k)]
+        order = sorted(alive, key=lambda i: counts[i] + head[i])
         for i in order:
             sub = self._view(view, i, budgets[i])
             if sub.remaining <= 0:
                 continue
+            if self.stagger > 0 and i > 0:
+                self._set_avoid(view, i, budgets)
             p = self.subs[i].propose(sub)
             if isinstance(p, Evaluate):
                 return Evaluate(p.x, f"async-bo:island{i}:{p.tag}")
         return None
+
+    def _set_avoid(self, view: RunView, i: int, budgets: list[int]) -> None:
+        """Island ``i`` keeps out of a box around each earlier island's best point.
+
+        The box is scaled by that island's own fitted lengthscales (its model is brought
+        up to date with its data first, as its next ask would), so it covers the basin
+        as that island sees it, including the axes the basin ignores.
+        """
+        me = self.subs[i]
+        if not isinstance(me, BayesOpt):
+            return
+        boxes = []
+        for j in range(i):
+            other, sub = self.subs[j], self._view(view, j, budgets[j])
+            best = sub.best
+            if not isinstance(other, BayesOpt) or best is None or other.in_design_phase(sub):
+                continue
+            ls = other.fitted_lengthscales(sub)
+            half = np.where(ls >= AVOID_LONG, 1.0,
+                            np.clip(AVOID_RADIUS * ls, AVOID_MIN, AVOID_MAX))
+            boxes.append((self.space.to_unit(np.array(best.x, dtype=float)), half))
+        me.avoid = boxes
 
     def on_event(self, kind: str, record: Record, view: RunView) -> None:
         i, tag = self.island_of(record)

@@ -22,7 +22,7 @@ from scipy.stats import qmc, rankdata
 from tether.records import Evaluate, Proposal, Record, RunView, Status
 from tether.space import Space
 from tether.strategies.base import Strategy, rng_for
-from tether.strategies.bo.acquisition import PenalizedLogEI, lipschitz, maximize
+from tether.strategies.bo.acquisition import AcqFn, PenalizedLogEI, lipschitz, maximize
 from tether.strategies.bo.model import GPModel, Posterior
 
 MIN_DATA = 2  # completed values needed before the GP takes over from the design
@@ -43,6 +43,10 @@ REFIT_GROWTH = 50
 # the last asks refine the incumbent's basin instead of exploring the rest of the cube.
 POLISH_RADIUS = 0.5
 POLISH_MIN = 0.02
+# An avoided box (a staggered island keeps out of an earlier island's basin) costs this
+# much log-EI inside: far below any log-EI the maximizer sees, so inside wins only if
+# every candidate is inside.
+AVOID_PENALTY = 1e3
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,7 @@ class BOSettings:
     islands: int = 1  # async-bo: independent searches (islands.py)
     handover: float = 0.8  # async-bo: share of the budget after which the best island asks
     polish: float = 0.35  # async-bo: share of the budget at the end spent around the incumbent
+    stagger: float = 0.0  # async-bo islands: share of the budget before island i > 0 starts
 
 
 class BayesOpt(Strategy):
@@ -91,6 +96,9 @@ class BayesOpt(Strategy):
         self._post: Posterior | None = None
         self._prior_x = np.empty((0, self.dim))  # warm-start data (unit cube) and values
         self._prior_y = np.empty(0)
+        # boxes (centre, half-widths; unit cube) this search keeps out of: a staggered
+        # island's view of the earlier islands' basins (islands.py), set before each ask
+        self.avoid: list[tuple[np.ndarray, np.ndarray]] = []
 
     def warm_start(self, records: Sequence[Record]) -> None:
         """Prior results join the GP's data and replace as many design points."""
@@ -177,8 +185,10 @@ class BayesOpt(Strategy):
         # the gradient at every data point costs O(n^2 d) memory: a sample past 256
         some = x_data if len(x_data) <= 256 else x_data[rng.choice(len(x_data), 256, False)]
         lip = lipschitz(post, np.vstack([sobol[:200], some]))
-        acq = PenalizedLogEI(post, best, busy, lip, penalizer=s.penalizer,
-                             stable=s.acquisition == "logei")
+        acq: AcqFn = PenalizedLogEI(post, best, busy, lip, penalizer=s.penalizer,
+                                    stable=s.acquisition == "logei")
+        if self.avoid:
+            acq = avoiding(acq, self.avoid)
         # Around the best observed points, at a scale set by the fitted lengthscales,
         # is where EI's sharp local optima sit once the model has converged.
         top = x_data[np.argsort(y_std)[:3]]
@@ -194,6 +204,25 @@ class BayesOpt(Strategy):
         x, _ = maximize(acq, np.vstack([sobol, top, near]), n_starts=s.n_starts,
                         box=(lo, hi) if local else None)
         return x
+
+    def fitted_lengthscales(self, view: RunView) -> np.ndarray:
+        """The GP's lengthscales (unit cube) once the model has this view's data."""
+        self.update_model(view)
+        assert self._post is not None
+        return self._post.hyp.lengthscales
+
+    def admissible_design_point(self, k: int) -> np.ndarray:
+        """The k-th design point outside every avoided box (the plain one if none is)."""
+        if not self.avoid:
+            return self.design_point(k)
+        seen = 0
+        for j in range(len(self.design) + 4 * k + 64):
+            u = self.design_point(j)
+            if not inside(u[None, :], self.avoid)[0]:
+                if seen == k:
+                    return u
+                seen += 1
+        return self.design_point(k)
 
     def exploit_point(self, view: RunView) -> np.ndarray:
         """Minimizer of the posterior mean (the model's best guess), for the last asks.
@@ -257,7 +286,7 @@ class AsyncBO(BayesOpt):
         if self.explorer is not None and len(view.records) < self.settings.explore_evals:
             return self.explorer.propose(view)
         if self.in_design_phase(view):
-            return self.evaluate(self.design_point(len(view.records)))
+            return self.evaluate(self.admissible_design_point(len(view.records)))
         if view.remaining <= self.settings.exploit:
             return self.evaluate(self.exploit_point(view))
         polish = view.remaining <= round(self.settings.polish * (self.run_budget or view.budget))
@@ -338,6 +367,24 @@ def warp(y: np.ndarray, kind: str) -> np.ndarray:
         return y
     ranks = rankdata(y)
     return np.asarray(ndtri((ranks - 0.5) / len(y)), dtype=float)
+
+
+def inside(x: np.ndarray, boxes: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Which of the (m, d) points lie in any of the boxes (centre, half-widths)."""
+    hit = np.zeros(len(x), dtype=bool)
+    for c, h in boxes:
+        hit |= np.all(np.abs(x - c) <= h, axis=1)
+    return hit
+
+
+def avoiding(acq: AcqFn, boxes: Sequence[tuple[np.ndarray, np.ndarray]]) -> AcqFn:
+    """``acq`` less AVOID_PENALTY inside the boxes. A step, not a barrier: the
+    maximizer compares values of candidates and polished points, so the step is seen;
+    the gradient inside stays the acquisition's own."""
+    def fn(x: np.ndarray, grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        val, g = acq(x, grad)
+        return val - AVOID_PENALTY * inside(x, boxes), g
+    return fn
 
 
 def _completed_values(view: RunView) -> Iterator[Record]:
