@@ -84,8 +84,13 @@ def test_islands_with_polish_replay_from_the_log() -> None:
     # rebuilt strategy asks from the island the live one asked from (before and after
     # the hand-over, in and out of the polish phase; the point itself differs a little,
     # see above)
+    assert_islands_replay({"seed": 2, "islands": 2, "handover": 0.6, "polish": 0.3})
+
+
+def assert_islands_replay(opts: dict[str, object]) -> None:
+    """At every third proposal of a 24-point Branin run (from the 7th), a strategy rebuilt
+    from the log up to there asks from the island the live one asked from."""
     sp = Space.unit(2)
-    opts = {"seed": 2, "islands": 2, "handover": 0.6, "polish": 0.3}
     run = SimulatedController(sp, create("async-bo", sp, 24, opts), branin, workers=3,
                               settings=RunSettings(budget=24),
                               duration=lambda x: 1.0 + x.sum()).run()

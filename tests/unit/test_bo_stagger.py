@@ -8,13 +8,12 @@ import pytest
 
 pytest.importorskip("gpflow")
 
+from tests.unit.test_bo_polish import assert_islands_replay
 from tests.unit.test_bo_strategy import BRANIN_MIN, branin
-from tether.controller.core import ControllerCore
 from tether.controller.local import SimulatedController
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError
-from tether.log.journal import MemoryJournal
-from tether.records import Evaluate, Record
+from tether.records import Record
 from tether.space import Space
 from tether.strategies import create
 from tether.strategies.bo import parse_options
@@ -74,18 +73,4 @@ def test_staggered_island_starts_late_then_they_alternate() -> None:
 
 def test_staggered_islands_replay_from_the_log() -> None:
     # at every cut a rebuilt strategy asks from the island the live one asked from
-    sp = Space.unit(2)
-    opts = dict(OPTS, seed=2, polish=0.3)
-    run = SimulatedController(sp, create("async-bo", sp, 24, opts), branin, workers=3,
-                              settings=RunSettings(budget=24),
-                              duration=lambda x: 1.0 + x.sum()).run()
-    cuts = [i for i, e in enumerate(run.events) if e["event"] == "proposed"]
-    for i in cuts[6::3]:
-        core = ControllerCore(sp, create("async-bo", sp, 24, opts), RunSettings(budget=24),
-                              MemoryJournal(), lambda: 0.0)
-        core.replay(run.events[:i])
-        core.view.n_workers, core.view.free_slots = 3, 1
-        p = core.strategy.inner.propose(core.view)
-        assert isinstance(p, Evaluate)
-        want = run.events[i]["tag"]
-        assert want.split(":")[1] == p.tag.split(":")[1], (i, want, p.tag)
+    assert_islands_replay(dict(OPTS, seed=2, polish=0.3))
