@@ -39,6 +39,19 @@ def _send(s: zmq.Socket, data: bytes) -> None:
         s.send(data)
 
 
+def _heard(s: zmq.Socket) -> None:
+    """Wait until the controller has handled everything ``s`` sent so far: a connection's
+    messages are handled in order, and a ``status_query`` is always answered. (Without
+    this the ghosts' connections, made later, could be handled first and fill
+    ``max_unproven`` before mallory's and the thief's hellos are read.)"""
+    _send(s, codec.encode(m.StatusQuery()))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if s.poll(100) and any(isinstance(msg, m.Status) for msg in codec.decode_frame(s.recv())):
+            return
+    raise TimeoutError("no status reply from the controller")
+
+
 def _attack(endpoint: str, stop: float) -> dict[str, int]:
     rng = random.Random(1)
     sent: dict[str, int] = {}
@@ -49,6 +62,8 @@ def _attack(endpoint: str, stop: float) -> dict[str, int]:
         junk = _sock(ctx, endpoint)
         thief = _sock(ctx, endpoint)
         _send(thief, codec.encode(m.Hello("w0", "not-w0s-session", 4)))  # a name takeover
+        _heard(mallory)
+        _heard(thief)
         ghosts = []
         for i in range(FLOOD):  # a hello flood from identities that never answer
             g = _sock(ctx, endpoint)
