@@ -103,8 +103,7 @@ class ControllerSession:
         if peer is None:
             self._replies.append((rid, m.Rehello()))  # e.g. we restarted: introduce yourself
             return
-        peer.last_rx = now
-        peer.heard = now - self.peers.stalled
+        self.peers.heard_from(peer, now)
         if handle is not None:  # heartbeat: nothing beyond the sign of life
             handle(rid, peer, msg)
 
@@ -136,8 +135,7 @@ class ControllerSession:
             self.receive(rid, m.Heartbeat(), now, key)
             return
         self.stats.received += 1
-        peer.last_rx = now
-        peer.heard = now - self.peers.stalled
+        self.peers.heard_from(peer, now)
 
     def drop(self, rid: bytes, reason: str) -> None:
         """A frame the codec refused (malformed, oversized, unknown type)."""

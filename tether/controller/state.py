@@ -140,8 +140,7 @@ class RunState:
         r = self.view.records[ev.eval_id]
         self.queue.discard(ev.eval_id)
         self.dispatched.setdefault(ev.eval_id, set()).add(ev.worker)
-        if r.status is _RUNNING and r.worker:
-            self._not_running(r.worker, r.eval_id)
+        self._not_running(r)
         running = self.running_on.get(ev.worker)
         if running is None:
             running = self.running_on[ev.worker] = set()
@@ -161,8 +160,7 @@ class RunState:
 
     def _requeued(self, ev: Requeued) -> Record:
         r = self.view.records[ev.eval_id]
-        if r.status is _RUNNING and r.worker:
-            self._not_running(r.worker, r.eval_id)
+        self._not_running(r)
         rec = Record(r.eval_id, r.x, _PENDING, ev.attempt, r.failures, None, r.value,
                      r.error, r.partials, r.tag, r.t_proposed, r.t_started, r.t_finished)
         self.view.put(rec)
@@ -182,17 +180,17 @@ class RunState:
         self.queue.push(ev.eval_id)
         return rec
 
-    def _not_running(self, worker: str, eval_id: int) -> None:
-        running = self.running_on.get(worker)
+    def _not_running(self, rec: Record) -> None:
+        """``rec`` is leaving its worker (if it was running on one): unindex it."""
+        running = self.running_on.get(rec.worker or "") if rec.status is _RUNNING else None
         if running is not None:
-            running.discard(eval_id)
+            running.discard(rec.eval_id)
             if not running:
-                del self.running_on[worker]
+                del self.running_on[rec.worker or ""]
 
     def _terminal(self, ev: Completed | Failed | Killed, rec: Record) -> Record:
         self.queue.discard(ev.eval_id)
-        if rec.status is _RUNNING and rec.worker:
-            self._not_running(rec.worker, rec.eval_id)
+        self._not_running(rec)
         status = _TERMINAL_STATUS[ev.kind]
         value = ev.value if isinstance(ev, Completed) else None
         error = None if isinstance(ev, Completed) else ev.error

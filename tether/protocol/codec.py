@@ -44,7 +44,7 @@ def _float(v: Any) -> float:
 
 
 def _str(v: Any) -> str:
-    if type(v) is str or isinstance(v, str):
+    if isinstance(v, str):
         return v
     raise TypeError("a string")
 

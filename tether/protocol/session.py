@@ -384,9 +384,13 @@ class PeerTable:
     def seen(self, rid: bytes, now: float) -> Peer | None:
         peer = self.by_rid.get(rid)
         if peer is not None:
-            peer.last_rx = now
-            peer.heard = now - self.stalled
+            self.heard_from(peer, now)
         return peer
+
+    def heard_from(self, peer: Peer, now: float) -> None:
+        """``peer`` said something at ``now`` (on both clocks)."""
+        peer.last_rx = now
+        peer.heard = now - self.stalled
 
     def silent(self, peer: Peer, now: float) -> bool:
         """Whether ``peer`` has been silent for longer than the liveness window."""
