@@ -305,6 +305,7 @@ def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float, slots:
             procs.append(w)
             workers.append(w)
         startup = settle(workers, max(60.0, 2.0 * nproc), f"tether workers ({tag})")
+        startup_cpu = sessions_cpu({w.pid for w in workers})
         t_ctl = time.monotonic()
         ctl = spawn(ctl_cmd, d / "controller.out", d)
         procs.append(ctl)
@@ -313,8 +314,11 @@ def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float, slots:
         if code != 0:
             raise BenchError(f"controller ({tag}) exited {code}:\n{tail(d / 'controller.out')}")
         # the controller tells every worker that the run is over: they must exit 0
+        workers_cpu = 0.0  # whole lives (start-up imports included: see workers_startup_cpu_s)
         for i, w in enumerate(workers):
-            wcode = wait_for(w, time.monotonic() + 30, f"worker w{i} ({tag})", d / f"w{i}.out")
+            wcode, wcpu = wait_rusage(w, time.monotonic() + 30, f"worker w{i} ({tag})",
+                                      d / f"w{i}.out")
+            workers_cpu += wcpu
             if wcode != 0:
                 raise BenchError(f"worker w{i} ({tag}) exited {wcode}:\n{tail(d / f'w{i}.out')}")
     finally:
@@ -325,6 +329,7 @@ def run_tether(n: int, budget: int, work: Path, tag: str, timeout: float, slots:
     res.update({"workers": n, "slots": slots, "in_process": in_process, "budget": budget,
                 "wall_s": wall,
                 "workers_startup_s": startup, "controller_cpu_s": ctl_cpu,
+                "workers_cpu_s": workers_cpu - startup_cpu, "workers_startup_cpu_s": startup_cpu,
                 "checklog": json.loads(check) if check.startswith("{") else check, "log": str(log)})
     return res
 
@@ -563,6 +568,14 @@ def run_poap(py: str, n: int, budget: int, work: Path, tag: str, timeout: float)
 
 # --------------------------------------------------------------------------- report
 
+def per_eval_us(r: dict[str, Any]) -> str:
+    """CPU per evaluation, controller and workers (whole run after start-up, so the
+    controller's own start-up and the run's tail are in it)."""
+    b = max(1, r["budget"])
+    return (f"{1e6 * r['controller_cpu_s'] / b:.0f} + {1e6 * r['workers_cpu_s'] / b:.0f} "
+            "µs CPU per evaluation")
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -733,7 +746,9 @@ def main(argv: list[str] | None = None) -> int:
                     results["tether"][key].append(r)
                     print(f"rep {rep + 1}/{a.repeats} {key:>7}: tether {r['rate']:>9,.0f} evals/s "
                           f"(measured {r['measured_s']:.1f} s, controller wall {r['wall_s']:.1f} s, "
-                          f"CPU {r['controller_cpu_s']:.1f} s, checklog ok)", file=sys.stderr)
+                          f"CPU {r['controller_cpu_s']:.1f} s, workers' CPU "
+                          f"{r['workers_cpu_s']:.1f} s, {per_eval_us(r)}, checklog ok)",
+                          file=sys.stderr)
                 if derived and str(n) in configs:
                     continue  # its baselines are those of as many clients, from this repeat
                 if not a.no_raw:

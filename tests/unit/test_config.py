@@ -120,6 +120,9 @@ def test_unknown_run_key() -> None:
     ("target", "low", "number"),
     ("patience", 2.0, "integer"),
     ("max_time", {"s": 1}, "number"),
+    ("prefetch", 1.5, '"auto"'),
+    ("prefetch", True, '"auto"'),
+    ("prefetch", "fast", '"auto"'),
 ])
 def test_wrong_run_types(key: str, value: Any, want: str) -> None:
     check(cfg({key: value}), key, want)
@@ -128,7 +131,7 @@ def test_wrong_run_types(key: str, value: Any, want: str) -> None:
 @pytest.mark.parametrize(("key", "value"), [
     ("budget", 0), ("budget", -3), ("heartbeat", 0), ("heartbeat", -1.0),
     ("eval_timeout", 0), ("liveness", 0), ("max_retries", -1), ("max_time", 0),
-    ("patience", 0), ("grace", -1),
+    ("patience", 0), ("grace", -1), ("prefetch", -1),
 ])
 def test_out_of_range_run_values(key: str, value: Any) -> None:
     check(cfg({key: value}), key)
@@ -243,3 +246,8 @@ def test_space_equality_for_resume_checks() -> None:
     b = Space(("x", "y"), (0.0, 0.0), (1.0, 2.0))
     assert a == b
     assert a != parse_config({"space": {"y": [0, 2], "x": [0, 1]}}).space
+
+
+@pytest.mark.parametrize("value", [0, 5, "auto"])
+def test_prefetch_is_a_count_or_auto(value: Any) -> None:
+    assert parse_config(cfg({"prefetch": value})).run.prefetch == value

@@ -300,3 +300,36 @@ def test_a_repeat_before_the_join_settles_is_a_repeat_too() -> None:
     out = sent(sess)
     assert [msg for _, msg in out if isinstance(msg, m.Welcome)] == [sess.welcome] * 2
     assert len(journal.of("worker_joined")) == 1 and not journal.of("worker_left")
+
+
+def test_auto_prefetch_sizes_each_queue_from_the_durations_its_worker_reports() -> None:
+    # a sampler's default: one queued at first, then about 50 ms of the worker's own
+    # evaluations (controller/workers.py: AUTO_WINDOW), at most 64
+    sess, journal, clock = make(budget=1000, prefetch=None)
+    sess.receive(b"F", hello("fast"), clock.t)
+    sess.receive(b"S", hello("slow", slots=2), clock.t)
+    out = sent(sess)
+    fast, slow = evaluates(out, b"F"), evaluates(out, b"S")
+    assert (len(fast), len(slow)) == (2, 3)  # its slots and one queued
+    sess.receive(b"F", m.Result(fast[0].eval_id, 0, 1.0, seconds=1e-5), clock.t)
+    sess.receive(b"S", m.Result(slow[0].eval_id, 0, 1.0, seconds=0.01), clock.t)
+    out = sent(sess)
+    # fast: 64 queued behind its slot; slow: 0.05 s x 2 slots / 0.01 s = 10 queued
+    assert len(evaluates(out, b"F")) == 1 + 64 - 1
+    assert len(evaluates(out, b"S")) == 2 + 10 - 2
+    # slower now: no new work until what it holds drains below the smaller queue
+    held = [e.eval_id for e in fast[1:] + evaluates(out, b"F")]
+    sess.receive(b"F", m.Result(held[0], 0, 1.0, seconds=1.0), clock.t)
+    assert not evaluates(sent(sess), b"F")
+    assert sess.core.workers["fast"].prefetch == 1
+    dispatched = {e["eval_id"] for e in journal.of("started")}
+    assert set(held) <= dispatched
+
+
+def test_a_fixed_prefetch_ignores_durations() -> None:
+    sess, _, clock = make(budget=100, prefetch=2)
+    sess.receive(b"A", hello("a"), clock.t)
+    first = evaluates(sent(sess), b"A")
+    assert len(first) == 3
+    sess.receive(b"A", m.Result(first[0].eval_id, 0, 1.0, seconds=1e-6), clock.t)
+    assert len(evaluates(sent(sess), b"A")) == 1

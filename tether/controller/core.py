@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from tether.controller.guard import StrategyGuard
 from tether.controller.settings import RunSettings
 from tether.controller.state import RunState
-from tether.controller.workers import WorkerPool, WorkerState
+from tether.controller.workers import AUTO, WorkerPool, WorkerState
 from tether.errors import LogError
 from tether.events import (
     Completed,
@@ -278,24 +278,32 @@ class ControllerCore:
         self._emit(Partial(self._now(), eval_id, worker, value, len(rec.partials), info or {}))
         self.pump()
 
-    def completed(self, worker: str, eval_id: int, attempt: int, value: float) -> bool:
-        """Returns whether the result counted (False: a duplicate, already dropped)."""
+    def completed(self, worker: str, eval_id: int, attempt: int, value: float,
+                  seconds: float | None = None) -> bool:
+        """Returns whether the result counted (False: a duplicate, already dropped).
+        ``seconds``: how long the worker says it ran (sizes an auto prefetch)."""
         if not math.isfinite(value):
-            return self.failed(worker, eval_id, attempt, f"objective returned {value!r}")
-        return self._outcome(worker, eval_id, Completed(self._now(), eval_id, worker, value))
+            return self.failed(worker, eval_id, attempt, f"objective returned {value!r}",
+                               seconds)
+        return self._outcome(worker, eval_id, Completed(self._now(), eval_id, worker, value),
+                             seconds)
 
-    def failed(self, worker: str, eval_id: int, attempt: int, error: str) -> bool:
+    def failed(self, worker: str, eval_id: int, attempt: int, error: str,
+               seconds: float | None = None) -> bool:
         return self._outcome(worker, eval_id,
-                             Failed(self._now(), eval_id, worker, error or "failed"))
+                             Failed(self._now(), eval_id, worker, error or "failed"), seconds)
 
     def killed(self, worker: str, eval_id: int, attempt: int, reason: str = "killed") -> bool:
         return self._outcome(worker, eval_id,
                              Killed(self._now(), eval_id, worker, reason or "killed"))
 
-    def _outcome(self, worker: str, eval_id: int, ev: Completed | Failed | Killed) -> bool:
+    def _outcome(self, worker: str, eval_id: int, ev: Completed | Failed | Killed,
+                 seconds: float | None = None) -> bool:
         w = self.workers.get(worker)
         if w is not None:
             self.workers.release(w, eval_id)
+            if w.auto and seconds is not None and seconds >= 0 and math.isfinite(seconds):
+                self.workers.observe(w, seconds)
         rec = self.view.records.get(eval_id)
         counted = rec is not None and rec.in_flight
         if counted:
@@ -467,11 +475,14 @@ class ControllerCore:
             self.end("too many failures")
 
     @property
-    def prefetch(self) -> int:
-        """Evaluations a worker may hold queued beyond its slots: ``[run] prefetch``, else
-        the strategy's default (0 for model-based strategies)."""
+    def prefetch(self) -> int | str:
+        """Evaluations a worker may hold queued beyond its slots, or ``"auto"`` (sized
+        per worker from its evaluations' durations: controller/workers.py):
+        ``[run] prefetch``, else the strategy's default (0 for model-based strategies)."""
         p = self.settings.prefetch
-        return p if p is not None else max(0, int(getattr(self.strategy.inner, "prefetch", 0)))
+        if p is None:
+            p = getattr(self.strategy.inner, "prefetch", 0)
+        return p if p == AUTO else max(0, int(p))
 
     @property
     def max_failures(self) -> int:

@@ -153,9 +153,9 @@ class ControllerSession:
         self._unproven.discard(peer.name)
         core, name = self.core, peer.name
         if isinstance(msg, m.Result):
-            core.completed(name, msg.eval_id, msg.attempt, msg.value)
+            core.completed(name, msg.eval_id, msg.attempt, msg.value, msg.seconds)
         elif isinstance(msg, m.Failure):
-            core.failed(name, msg.eval_id, msg.attempt, msg.error)
+            core.failed(name, msg.eval_id, msg.attempt, msg.error, msg.seconds)
         else:
             core.killed(name, msg.eval_id, msg.attempt, msg.reason or "killed")
 

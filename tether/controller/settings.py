@@ -36,7 +36,9 @@ class RunSettings:
     max_unproven: int = 16384  # connected workers that never answered an evaluate
     hello_rate: float = 2000.0  # new worker identities admitted per second (burst as much)
     progress: float = 30.0  # seconds between plain progress lines off a terminal; 0: quiet
-    prefetch: int | None = None  # evaluations queued at a worker beyond its slots; None: strategy's
+    # evaluations queued at a worker beyond its slots, or "auto" (sized per worker from
+    # its evaluations' durations); None: the strategy's default
+    prefetch: int | str | None = None
     fsync: bool = False  # fsync the log at every flush: survives a power loss, costs throughput
     keys: str | None = None  # CURVE key directory (tether keys generate): workers need a key
 
@@ -57,8 +59,9 @@ class RunSettings:
                 raise ConfigError(f"[run] {name} must be a positive number, got {v}")
         if self.max_unproven < 1 or not (self.hello_rate > 0 and math.isfinite(self.hello_rate)):
             raise ConfigError("[run] max_unproven must be >= 1 and hello_rate > 0")
-        if self.prefetch is not None and self.prefetch < 0:
-            raise ConfigError(f"[run] prefetch must be >= 0, got {self.prefetch}")
+        p = self.prefetch
+        if p is not None and p != "auto" and (not isinstance(p, int) or p < 0):
+            raise ConfigError(f'[run] prefetch must be an integer >= 0 or "auto", got {p!r}')
         if not (self.progress >= 0 and math.isfinite(self.progress)):
             raise ConfigError(f"[run] progress must be >= 0 seconds, got {self.progress}")
         if self.max_failures is not None and self.max_failures < 1:
@@ -84,7 +87,7 @@ _RUN_TYPES: dict[str, tuple[type, ...]] = {
     "max_time": (int, float), "target": (int, float), "patience": (int,),
     "grace": (int, float), "max_failures": (int,),
     "max_unproven": (int,), "hello_rate": (int, float), "progress": (int, float),
-    "keys": (str,), "prefetch": (int,), "fsync": (bool,),
+    "keys": (str,), "prefetch": (int, str), "fsync": (bool,),
 }
 
 
@@ -135,7 +138,8 @@ def _parse_run(table: dict[str, Any]) -> RunSettings:
             raise ConfigError(f"unknown key in [run]: {key}")
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             wants: dict[tuple[type, ...], str] = {
-                (int,): "an integer", (str,): "a string", (bool,): "true or false"}
+                (int,): "an integer", (str,): "a string", (bool,): "true or false",
+                (int, str): 'an integer or "auto"'}
             want = wants.get(kinds, "a number")
             raise ConfigError(f"[run] {key} must be {want}, got {value!r}")
         values[key] = float(cast(float, value)) if float in kinds else value

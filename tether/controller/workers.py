@@ -11,6 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+# [run] prefetch = "auto": a worker's queue holds about this many seconds of its own
+# evaluations (from the durations it reports), at least AUTO_MIN and at most AUTO_MAX.
+# What that bounds is the cost of prefetching: work queued at one worker while another
+# has none (at the end of a budget, or when a worker joins) is at most this long.
+AUTO_WINDOW = 0.05
+AUTO_MIN, AUTO_MAX = 1, 64
+AUTO = "auto"
+
 
 @dataclass
 class WorkerState:
@@ -19,6 +27,8 @@ class WorkerState:
     busy: dict[int, int] = field(default_factory=dict)  # eval_id -> attempt
     draining: bool = False
     prefetch: int = 0  # evaluations it may hold queued beyond its slots
+    auto: bool = False  # prefetch sized from its evaluations' durations (observe)
+    pace: float = -1.0  # smoothed seconds per evaluation it reported; < 0: none yet
 
     @property
     def free(self) -> int:
@@ -53,8 +63,11 @@ class WorkerPool:
     def get(self, name: str) -> WorkerState | None:
         return self.by_name.get(name)
 
-    def add(self, name: str, slots: int, draining: bool, prefetch: int = 0) -> WorkerState:
-        w = WorkerState(name, slots=slots, draining=draining, prefetch=prefetch)
+    def add(self, name: str, slots: int, draining: bool,
+            prefetch: int | str = 0) -> WorkerState:
+        auto = prefetch == AUTO
+        w = WorkerState(name, slots=slots, draining=draining,
+                        prefetch=AUTO_MIN if auto else int(prefetch), auto=auto)
         self.by_name[name] = w
         self.n_slots += w.slots
         self._sync(w, 0)
@@ -83,6 +96,18 @@ class WorkerPool:
         if w.busy.pop(eval_id, None) is not None:
             self._unhold(eval_id, w.name)
         self._sync(w, before)
+
+    def observe(self, w: WorkerState, seconds: float) -> None:
+        """An evaluation of ``w`` took ``seconds`` (its own report): with auto prefetch,
+        size its queue to about AUTO_WINDOW seconds of such evaluations over its slots."""
+        pace = seconds if w.pace < 0 else 0.7 * w.pace + 0.3 * seconds
+        w.pace = pace
+        room = AUTO_WINDOW * w.slots
+        k = AUTO_MAX if pace * AUTO_MAX <= room else max(AUTO_MIN, int(room / pace))
+        if k != w.prefetch:
+            before = w.free
+            w.prefetch = k
+            self._sync(w, before)
 
     def set_draining(self, w: WorkerState) -> None:
         before = w.free

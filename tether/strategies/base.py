@@ -39,8 +39,8 @@ class Strategy(ABC):
     #: default ``[run] prefetch``: evaluations a worker may hold queued beyond its slots,
     #: so it never waits a round trip between two. A point handed out early was chosen
     #: with fewer results known, so model-based strategies keep 0; samplers whose points do
-    #: not depend on results set it higher.
-    prefetch: int = 0
+    #: not depend on results say ``"auto"`` (each worker's queue sized from its durations).
+    prefetch: int | str = 0
 
     @abstractmethod
     def propose(self, view: RunView) -> Proposal | None:

@@ -18,7 +18,7 @@ class RandomSampling(Strategy):
     """Uniform random points in the box; point *k* depends only on (seed, k)."""
 
     name = "random"
-    prefetch = 2  # points do not depend on results: nothing lost by handing them early
+    prefetch = "auto"  # points do not depend on results: nothing lost by handing them early
 
     BLOCK = 1024  # points drawn per generator: seeding costs more than drawing
 
@@ -41,7 +41,7 @@ class LatinHypercube(Strategy):
     """Latin hypercube designs of ``size`` points (default: the budget), one after another."""
 
     name = "lhs"
-    prefetch = 2  # points do not depend on results: nothing lost by handing them early
+    prefetch = "auto"  # points do not depend on results: nothing lost by handing them early
 
     def __init__(self, space: Space, size: int, seed: int | None = 0) -> None:
         self.space = space
@@ -70,7 +70,7 @@ class FixedPoints(Strategy):
     """
 
     name = "fixed"
-    prefetch = 2  # points do not depend on results: nothing lost by handing them early
+    prefetch = "auto"  # points do not depend on results: nothing lost by handing them early
 
     def __init__(self, space: Space, points: np.ndarray) -> None:
         if points.ndim != 2 or points.shape[1] != space.dim:

@@ -205,7 +205,11 @@ class WorkerAgent:
         for key, run in list(self.runs.items()):
             if key in self.held:
                 continue
-            for out in run.poll(now):
+            ran_here = run.due()  # in-process: the call runs inside poll()
+            outs = run.poll(now)
+            if ran_here:  # its duration, and the start of the next queued one, are later
+                now = self.clock()
+            for out in outs:
                 if isinstance(out, PartialOut):
                     self._do(self.session.partial(m.Partial(*key, out.value, out.info), now), now)
                 elif isinstance(out, Done):
