@@ -87,7 +87,15 @@ class Space:
 
     def check_point(self, x: Sequence[float]) -> str:
         """Why ``x`` cannot be evaluated in this space, or ``""`` when it can."""
-        # plain Python: for a handful of coordinates numpy's call overhead dominates
+        # plain Python: for a handful of coordinates numpy's call overhead dominates.
+        # One pass for the common case (every coordinate within its finite bounds, which
+        # also rules out NaN and infinities); the reason is worked out only on failure.
+        if len(x) == self.dim:
+            for v, lo, hi in zip(x, self.lower, self.upper):
+                if not lo <= v <= hi:
+                    break
+            else:
+                return ""
         if len(x) != self.dim:
             return f"point has {len(x)} coordinates, space has {self.dim}"
         if not all(math.isfinite(v) for v in x):

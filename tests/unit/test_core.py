@@ -365,3 +365,23 @@ def test_eval_timeout_kills_via_tick() -> None:
     (d2,) = dispatches(core)
     assert d2.worker == "w0" and d2.eval_id != d.eval_id
     check_log(j.events, finished=False)
+
+
+def test_timeout_bookkeeping_stays_the_size_of_what_is_in_flight() -> None:
+    # every dispatch pushes a deadline (600 s by default); those of evaluations that
+    # ended must not pile up until their deadlines pass (millions at high rates)
+    core, _, clock = started(50_000, eval_timeout=600.0)
+    core.join("w0", slots=4)
+    for _ in range(5_000):
+        for d in dispatches(core):
+            clock.advance(0.001)
+            core.completed(d.worker, d.eval_id, d.attempt, 1.0)
+    assert len(core._deadline) <= 4
+    assert len(core._timeouts) <= 2 * 4 + 1024
+    # and timeouts still fire for what runs now
+    running = [r.eval_id for r in core.view.pending() if r.worker == "w0"]
+    assert len(running) == 4
+    clock.advance(601.0)
+    core.tick()
+    killed = {c.eval_id for c in kinds(core.take_commands(), SendKill)}
+    assert killed == set(running)

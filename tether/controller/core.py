@@ -260,6 +260,7 @@ class ControllerCore:
         rec = self.view.records.get(eval_id)
         if rec is None or rec.status is not Status.RUNNING or rec.worker != worker:
             return  # finished already, or a later attempt runs elsewhere
+        self._no_deadline(eval_id)
         if count_retry or lost:
             self._emit(Lost(self._now(), eval_id, worker, rec.attempt, reason))
         attempt = rec.attempt + (1 if count_retry else 0)
@@ -307,6 +308,7 @@ class ControllerCore:
         rec = self.view.records.get(eval_id)
         counted = rec is not None and rec.in_flight
         if counted:
+            self._no_deadline(eval_id)
             self._orphans.pop(eval_id, None)
             self._emit(ev)
             self._kill_holders(eval_id, "result arrived", but=worker)
@@ -322,9 +324,11 @@ class ControllerCore:
         timeout = self.settings.eval_timeout
         while self._timeouts and self._timeouts[0][0] < now:
             deadline, eval_id = heapq.heappop(self._timeouts)
+            if self._deadline.get(eval_id) != deadline:
+                continue  # ended, or its deadline moved (it started after waiting)
+            del self._deadline[eval_id]
             rec = self.view.records[eval_id]
-            if rec.status is Status.RUNNING and self._deadline.get(eval_id) == deadline:
-                del self._deadline[eval_id]
+            if rec.status is Status.RUNNING:
                 self._kill_record(rec, f"eval_timeout ({timeout:g} s) exceeded")
         for eval_id, deadline in list(self._orphans.items()):
             if now >= deadline:
@@ -339,7 +343,8 @@ class ControllerCore:
     # ---------------------------------------------------------------- strategy
     def pump(self) -> None:
         """Ask the strategy for work while slots are free and the budget needs it."""
-        self._interrupts()
+        if self.strategy.interrupts:
+            self._interrupts()
         while self.finished is None:
             worker = self.workers.pick()
             if worker is None:
@@ -399,8 +404,10 @@ class ControllerCore:
             rec = self.state.apply(ev)
             self.journal.append(ev)
             assert rec is not None
-            self.strategy.on_accepted(proposal, rec)
-            self.strategy.on_event(ev.kind, self.view.records[eval_id], eval_id)
+            if self.strategy.hears_accepts:
+                self.strategy.on_accepted(proposal, rec)
+            if self.strategy.hears_events:
+                self.strategy.on_event(ev.kind, self.view.records[eval_id], eval_id)
         elif isinstance(proposal, Kill):
             target = self.view.records.get(proposal.eval_id)
             if target is None or not target.in_flight:
@@ -440,7 +447,17 @@ class ControllerCore:
     def _set_deadline(self, eval_id: int, since: float, waits: int = 0) -> None:
         deadline = since + self.settings.eval_timeout * (1 + waits)
         self._deadline[eval_id] = deadline
-        heapq.heappush(self._timeouts, (deadline, eval_id))
+        heap = self._timeouts
+        heapq.heappush(heap, (deadline, eval_id))
+        # Entries of evaluations that ended stay in the heap until their deadline (600 s
+        # by default): at 10,000 evaluations a second, millions. Rebuilt from the live
+        # deadlines when mostly stale, the heap stays O(in flight), amortised O(1).
+        if len(heap) > 2 * len(self._deadline) + 1024:
+            self._timeouts = [(d, e) for e, d in self._deadline.items()]
+            heapq.heapify(self._timeouts)
+
+    def _no_deadline(self, eval_id: int) -> None:
+        self._deadline.pop(eval_id, None)  # its heap entry goes stale (see _set_deadline)
 
     def running(self, worker: str, eval_id: int, attempt: int) -> None:
         """A prefetched evaluation started on its worker: its timeout counts from now."""
@@ -449,6 +466,7 @@ class ControllerCore:
             self._set_deadline(eval_id, self.clock())
 
     def _kill_record(self, rec: Record, reason: str) -> None:
+        self._no_deadline(rec.eval_id)
         self._kill_holders(rec.eval_id, reason)
         self._emit(Killed(self._now(), rec.eval_id, rec.worker or "", reason))
 
@@ -517,7 +535,7 @@ class ControllerCore:
         """Fold, write, tell: the one way the run's state changes."""
         rec = self.state.apply(ev)
         self.journal.append(ev)
-        if rec is not None:
+        if rec is not None and self.strategy.hears_events:
             self.strategy.on_event(ev.kind, rec, rec.eval_id)
 
     def _now(self) -> float:

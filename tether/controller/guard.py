@@ -28,11 +28,12 @@ class StrategyGuard:
         self.clock = clock
         self.on_error = on_error
         self.broken: str | None = None
-        # The base class's hooks do nothing: skipping them saves three calls per
-        # evaluation on the dispatch path of strategies that keep no per-event state
-        self._hears_events = _overrides(inner, "on_event")
-        self._hears_accepts = _overrides(inner, "on_accepted")
-        self._interrupts = _overrides(inner, "interrupt")
+        # The base class's hooks do nothing: skipping them saves calls on the dispatch
+        # path of strategies that keep no per-event state (the core reads these flags
+        # before calling, so a skipped hook costs no call at all)
+        self.hears_events = _overrides(inner, "on_event")
+        self.hears_accepts = _overrides(inner, "on_accepted")
+        self.interrupts = _overrides(inner, "interrupt")
 
     @property
     def name(self) -> str:
@@ -47,13 +48,13 @@ class StrategyGuard:
         return self._call(None, None, self.inner.propose, self.view)
 
     def interrupt(self) -> Kill | Terminate | None:
-        if not self._interrupts:
+        if not self.interrupts:
             return None
         self.view.now = self.clock()
         return self._call(None, None, self.inner.interrupt, self.view)
 
     def on_accepted(self, proposal: Proposal, record: Record | None) -> None:
-        if not self._hears_accepts:
+        if not self.hears_accepts:
             return
         eval_id = record.eval_id if record is not None else None
         self._call(None, eval_id, self.inner.on_accepted, proposal, record)
@@ -62,7 +63,7 @@ class StrategyGuard:
         self._call(None, None, self.inner.on_rejected, proposal, reason)
 
     def on_event(self, kind: str, record: Record, eval_id: int | None) -> None:
-        if not self._hears_events:
+        if not self.hears_events:
             return
         self._call(None, eval_id, self.inner.on_event, kind, record, self.view)
 

@@ -144,14 +144,15 @@ class ControllerSession:
     def _outcome(self, rid: bytes, peer: Peer, msg: m.Result | m.Failure | m.Killed) -> None:
         # ACK even a refused outcome: the sender must not resend it forever
         self._acks.append((rid, m.Ack(msg.eval_id, msg.attempt)))
-        w = self.core.workers.get(peer.name)
-        if isinstance(msg, m.Killed) and (w is None or msg.eval_id not in w.busy):
-            return  # an honest answer to a stale kill: nothing to count
-        if not self._owns(peer, msg.eval_id, "outcome"):
+        core, name, kind = self.core, peer.name, type(msg)
+        w = core.workers.get(name)
+        if w is None or msg.eval_id not in w.busy:
+            if kind is not m.Killed:  # a killed one is an honest answer to a stale kill
+                self._refuse(peer.rid, "outcome for an evaluation it does not hold")
             return
-        self._proven.add(peer.name)
-        self._unproven.discard(peer.name)
-        core, name = self.core, peer.name
+        if name not in self._proven:
+            self._proven.add(name)
+            self._unproven.discard(name)
         if isinstance(msg, m.Result):
             core.completed(name, msg.eval_id, msg.attempt, msg.value, msg.seconds)
         elif isinstance(msg, m.Failure):
