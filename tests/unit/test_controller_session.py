@@ -175,8 +175,11 @@ def test_silent_peer_is_lost_and_heartbeats_are_owed() -> None:
     sent(sess)
     clock.t += 1.5
     assert sess.tick(clock.t) == []
+    assert (b"A", m.Heartbeat()) not in sent(sess)  # owed at 2 of the 3 s window
+    clock.t += 0.5
+    assert sess.tick(clock.t) == []
     assert (b"A", m.Heartbeat()) in sent(sess)
-    clock.t += 2.0
+    clock.t += 1.5
     assert sess.tick(clock.t) == ["a"]
     assert journal.of("worker_left")[-1]["reason"] == "lost"
 
@@ -333,3 +336,14 @@ def test_a_fixed_prefetch_ignores_durations() -> None:
     assert len(first) == 3
     sess.receive(b"A", m.Result(first[0].eval_id, 0, 1.0, seconds=1e-6), clock.t)
     assert len(evaluates(sent(sess), b"A")) == 1
+
+
+def test_auto_prefetch_of_many_workers_is_bounded_in_all() -> None:
+    # 200 workers with instant evaluations: 4096 // 200 = 20 queued each, not 64
+    sess, _, clock = make(budget=100_000, prefetch=None)
+    for i in range(200):
+        sess.receive(b"R%d" % i, hello(f"w{i}"), clock.t)
+    out = sent(sess)
+    first = evaluates(out, b"R0")
+    sess.receive(b"R0", m.Result(first[0].eval_id, 0, 1.0, seconds=0.0), clock.t)
+    assert len(evaluates(sent(sess), b"R0")) == 1 + 20 - 1

@@ -165,13 +165,27 @@ class ControllerServer:
 
     def _drain(self) -> int:
         """Handle up to MAX_BATCH waiting frames; how many there were."""
-        curve = self.settings.keys is not None
+        if self.settings.keys is not None:
+            return self._drain_curve()
+        sock = self.sock
+        recv, more, handle = sock.recv, sock.getsockopt, self._handle
         for n in range(MAX_BATCH):
+            # two recvs and one RCVMORE test instead of recv_multipart (a list, a loop and
+            # a test per frame): with 10,000 workers this runs 10,000 times a second
             try:
-                if curve:  # the key the connection authenticated with travels on its frames
-                    frames, key = keys.recv_with_key(self.sock, zmq.NOBLOCK)
-                else:
-                    frames, key = self.sock.recv_multipart(zmq.NOBLOCK), None
+                rid = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return n
+            frames = [rid, recv(zmq.NOBLOCK)]  # a ROUTER message is whole once it is here
+            while more(zmq.RCVMORE):  # a peer's multi-frame message: refused by _handle
+                frames.append(recv(zmq.NOBLOCK))
+            handle(frames)
+        return MAX_BATCH
+
+    def _drain_curve(self) -> int:
+        for n in range(MAX_BATCH):
+            try:  # the key the connection authenticated with travels on its frames
+                frames, key = keys.recv_with_key(self.sock, zmq.NOBLOCK)
             except zmq.Again:
                 return n
             self._handle(frames, keys.fingerprint(key) if key else "")
@@ -262,10 +276,11 @@ class ControllerServer:
 
     def _send_beats(self) -> None:
         """Owed heartbeats, each a constant frame (no per-peer encoding or grouping)."""
-        send = self.sock.send_multipart
+        send, beat, first = self.sock.send, HEARTBEAT_FRAME, zmq.SNDMORE | zmq.NOBLOCK
         for rid in self.session.take_beats():
-            try:
-                send([rid, HEARTBEAT_FRAME], zmq.NOBLOCK)
+            try:  # ROUTER_MANDATORY: an unknown peer fails at its routing id
+                send(rid, first)
+                send(beat, zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 self.stats.unroutable += 1
                 self.session.undeliverable(rid, m.Heartbeat(), gone=exc.errno == zmq.EHOSTUNREACH)

@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 # evaluations (from the durations it reports), at least AUTO_MIN and at most AUTO_MAX.
 # What that bounds is the cost of prefetching: work queued at one worker while another
 # has none (at the end of a budget, or when a worker joins) is at most this long.
+# The queues of all workers together hold at most AUTO_TOTAL (beyond AUTO_MIN each):
+# prefetch hides a round trip, and more than the controller dispatches in a moment is
+# only a burst of asks (10,000 workers x 64 would be 640,000 points proposed at once).
 AUTO_WINDOW = 0.05
-AUTO_MIN, AUTO_MAX = 1, 64
+AUTO_MIN, AUTO_MAX, AUTO_TOTAL = 1, 64, 4096
 AUTO = "auto"
 
 
@@ -103,7 +106,9 @@ class WorkerPool:
         pace = seconds if w.pace < 0 else 0.7 * w.pace + 0.3 * seconds
         w.pace = pace
         room = AUTO_WINDOW * w.slots
-        k = AUTO_MAX if pace * AUTO_MAX <= room else max(AUTO_MIN, int(room / pace))
+        most = min(AUTO_MAX, AUTO_TOTAL // len(self.by_name))
+        k = most if pace * most <= room else int(room / pace)
+        k = max(AUTO_MIN, k)
         if k != w.prefetch:
             before = w.free
             w.prefetch = k
