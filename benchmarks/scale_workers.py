@@ -413,6 +413,9 @@ bind = "tcp://127.0.0.1:0"
 log = "{log}"
 heartbeat = {heartbeat}
 liveness = {liveness}
+# pinned (random's default is "auto"): the scenarios compare the controller's cost per
+# event at each worker count, not the depth of queues auto prefetch gives each count
+prefetch = 2
 """
 
 

@@ -24,8 +24,9 @@ Configurations (``--workers 1 4 16 64``, plus ``--agent-slots 16``):
   POAP figures of 16 clients from the same repeat.
 - **tether, N in-process workers** (``--in-process N``, default 16): N ``tether worker
   --in-process`` processes, the objective called in the worker itself (no child process,
-  no pipe); with the strategy's prefetch (2 for ``random``) and batched frames, so it may
-  exceed the raw bound, which pays one round trip per evaluation. Ratios against the
+  no pipe); with the strategy's prefetch (``"auto"`` for ``random``: up to 64 queued per
+  worker) and batched frames, so it may exceed the raw bound, which pays one round trip
+  per evaluation. Ratios against the
   baselines of N clients from the same repeat.
 - **raw**: the bound for this machine, now: a pyzmq ROUTER process and N DEALER client
   processes in closed-loop ping-pong with msgpack, each client doing the same numpy work
