@@ -41,7 +41,7 @@ class RunStarted:
     kind: Literal["run_started"] = "run_started"
 
     def line(self, seq: int) -> dict[str, Any]:
-        return {"event": "run_started", "t": round(self.t, 6), "seq": seq, **self.data}
+        return {"event": "run_started", "t": self.t, "seq": seq, **self.data}
 
 
 @dataclass(slots=True)
@@ -53,7 +53,7 @@ class Proposed:
     kind: Literal["proposed"] = "proposed"
 
     def line(self, seq: int) -> dict[str, Any]:
-        out: dict[str, Any] = {"event": "proposed", "t": round(self.t, 6), "seq": seq,
+        out: dict[str, Any] = {"event": "proposed", "t": self.t, "seq": seq,
                                "eval_id": self.eval_id, "x": list(self.x)}
         if self.tag:
             out["tag"] = self.tag
@@ -70,7 +70,7 @@ class Started:
     kind: Literal["started"] = "started"
 
     def line(self, seq: int) -> dict[str, Any]:
-        out: dict[str, Any] = {"event": "started", "t": round(self.t, 6), "seq": seq,
+        out: dict[str, Any] = {"event": "started", "t": self.t, "seq": seq,
                                "eval_id": self.eval_id, "worker": self.worker,
                                "attempt": self.attempt}
         if self.adopted:
@@ -89,7 +89,7 @@ class Partial:
     kind: Literal["partial"] = "partial"
 
     def line(self, seq: int) -> dict[str, Any]:
-        return {"event": "partial", "t": round(self.t, 6), "seq": seq,
+        return {"event": "partial", "t": self.t, "seq": seq,
                 **self.info, "eval_id": self.eval_id, "worker": self.worker,
                 "value": self.value, "step": self.step}
 
@@ -103,7 +103,7 @@ class Completed:
     kind: Literal["completed"] = "completed"
 
     def line(self, seq: int) -> dict[str, Any]:
-        return {"event": "completed", "t": round(self.t, 6), "seq": seq,
+        return {"event": "completed", "t": self.t, "seq": seq,
                 "eval_id": self.eval_id, "worker": self.worker, "value": self.value}
 
 
@@ -116,7 +116,7 @@ class Failed:
     kind: Literal["failed"] = "failed"
 
     def line(self, seq: int) -> dict[str, Any]:
-        return {"event": "failed", "t": round(self.t, 6), "seq": seq,
+        return {"event": "failed", "t": self.t, "seq": seq,
                 "eval_id": self.eval_id, "worker": self.worker, "error": self.error}
 
 
@@ -129,7 +129,7 @@ class Killed:
     kind: Literal["killed"] = "killed"
 
     def line(self, seq: int) -> dict[str, Any]:
-        return {"event": "killed", "t": round(self.t, 6), "seq": seq,
+        return {"event": "killed", "t": self.t, "seq": seq,
                 "eval_id": self.eval_id, "worker": self.worker, "error": self.error}
 
 
@@ -143,7 +143,7 @@ class Lost:
     kind: Literal["lost"] = "lost"
 
     def line(self, seq: int) -> dict[str, Any]:
-        return {"event": "lost", "t": round(self.t, 6), "seq": seq,
+        return {"event": "lost", "t": self.t, "seq": seq,
                 "eval_id": self.eval_id, "worker": self.worker, "attempt": self.attempt,
                 "reason": self.reason}
 
@@ -157,7 +157,7 @@ class Requeued:
     kind: Literal["requeued"] = "requeued"
 
     def line(self, seq: int) -> dict[str, Any]:
-        return {"event": "requeued", "t": round(self.t, 6), "seq": seq,
+        return {"event": "requeued", "t": self.t, "seq": seq,
                 "eval_id": self.eval_id, "attempt": self.attempt, "reason": self.reason}
 
 
@@ -170,7 +170,7 @@ class WorkerJoined:
     kind: Literal["worker_joined"] = "worker_joined"
 
     def line(self, seq: int) -> dict[str, Any]:
-        out: dict[str, Any] = {"event": "worker_joined", "t": round(self.t, 6), "seq": seq,
+        out: dict[str, Any] = {"event": "worker_joined", "t": self.t, "seq": seq,
                                "worker": self.worker, "slots": self.slots}
         if self.key:
             out["key"] = self.key
@@ -185,7 +185,7 @@ class WorkerLeft:
     kind: Literal["worker_left"] = "worker_left"
 
     def line(self, seq: int) -> dict[str, Any]:
-        return {"event": "worker_left", "t": round(self.t, 6), "seq": seq,
+        return {"event": "worker_left", "t": self.t, "seq": seq,
                 "worker": self.worker, "reason": self.reason}
 
 
@@ -200,7 +200,7 @@ class RunFinished:
     kind: Literal["run_finished"] = "run_finished"
 
     def line(self, seq: int) -> dict[str, Any]:
-        return {"event": "run_finished", "t": round(self.t, 6), "seq": seq,
+        return {"event": "run_finished", "t": self.t, "seq": seq,
                 "reason": self.reason, "completed": self.completed,
                 "best_value": self.best_value,
                 "best_x": None if self.best_x is None else list(self.best_x), **self.extra}
@@ -214,7 +214,9 @@ Terminal = Completed | Failed | Killed
 
 def to_json_obj(ev: Event, seq: int) -> dict[str, Any]:
     """The log line of ``ev`` as a dict: ``event``, ``t``, ``seq`` first, then its fields.
-    (Built by the event itself in one call: this runs three times per evaluation.)"""
+    (Built by the event itself in one call: this runs three times per evaluation. ``t``
+    is written as it is: the controller's clock is rounded to microseconds where events
+    are made, ControllerCore._now, and parsed events come from such a log.)"""
     return ev.line(seq)
 
 

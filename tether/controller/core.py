@@ -122,7 +122,8 @@ class ControllerCore:
 
     def was_dispatched_to(self, eval_id: int, name: str) -> bool:
         """Whether the log shows an attempt of ``eval_id`` started on worker ``name``."""
-        return name in self.state.dispatched.get(eval_id, ())
+        on = self.state.dispatched.get(eval_id)
+        return on == name or (type(on) is set and name in on)
 
     def key_of(self, name: str) -> str:
         """The key id a worker name is bound to in this run ("" when none yet)."""

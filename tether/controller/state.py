@@ -100,7 +100,9 @@ class RunState:
         self.n_killed = 0
         self.fail_streak = 0  # consecutive failed evaluations (max_failures)
         self.applied = 0  # events applied so far
-        self.dispatched: dict[int, set[str]] = {}  # eval_id -> workers it was started on
+        # eval_id -> the worker it was started on, or the set of them once there are
+        # several (one string per evaluation, not a set: a million evaluations on --resume)
+        self.dispatched: dict[int, str | set[str]] = {}
         # worker -> evaluations the log has running there now: a rejoining worker's are
         # found without a scan of everything in flight (30,000 with 10,000 workers)
         self.running_on: dict[str, set[int]] = {}
@@ -139,7 +141,13 @@ class RunState:
     def _started(self, ev: Started) -> Record:
         r = self.view.records[ev.eval_id]
         self.queue.discard(ev.eval_id)
-        self.dispatched.setdefault(ev.eval_id, set()).add(ev.worker)
+        on = self.dispatched.get(ev.eval_id)
+        if on is None:
+            self.dispatched[ev.eval_id] = ev.worker
+        elif isinstance(on, set):
+            on.add(ev.worker)
+        elif on != ev.worker:
+            self.dispatched[ev.eval_id] = {on, ev.worker}
         self._not_running(r)
         running = self.running_on.get(ev.worker)
         if running is None:
@@ -222,7 +230,8 @@ class RunState:
             "n_failed": self.n_failed, "n_killed": self.n_killed,
             "fail_streak": self.fail_streak, "in_flight": sorted(r.eval_id for r in v.pending()),
             "best": None if v.best is None else v.best.eval_id, "applied": self.applied,
-            "dispatched": {k: sorted(w) for k, w in self.dispatched.items()},
+            "dispatched": {k: sorted(w) if type(w) is set else [w]
+                           for k, w in self.dispatched.items()},
             "running_on": {k: sorted(e) for k, e in self.running_on.items()},
             "keys": dict(self.keys), "recent_failures": list(self.recent_failures),
         }

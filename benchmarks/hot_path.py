@@ -1,0 +1,106 @@
+#!/usr/bin/env python3
+"""The controller's own cost per evaluation, in memory: no sockets, no worker processes.
+
+Drives the real ``ControllerSession`` + ``ControllerCore`` + ``JournalWriter`` (a log
+file in a temporary directory, flushed once per round as the daemon does per loop turn)
+with the ``random`` strategy: N simulated workers hello, then every ``evaluate`` the
+session sends out is answered at once with a ``result``. What is left is the Python
+work the controller does per evaluation (three log events, a proposal, a dispatch, an
+acknowledgement), which no machine load changes much, so two trees can be compared
+side by side::
+
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/hot_path.py
+    PYTHONPATH=/path/to/other/tree .venv/bin/python benchmarks/hot_path.py   # A/B
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/hot_path.py --profile 25    # top costs
+
+It reports CPU microseconds per evaluation (median of ``--repeats``) and, from one extra
+profiled run, Python function calls per evaluation. Decoding and encoding the wire
+frames and the socket calls are not in it (benchmarks/throughput.py has them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tether.controller.core import ControllerCore
+from tether.controller.session import ControllerSession
+from tether.controller.settings import RunSettings
+from tether.log.journal import JournalWriter
+from tether.protocol import messages as m
+from tether.space import Space
+from tether.strategies.sampling import RandomSampling
+
+
+def run(n: int, workers: int, prefetch: int, profile: cProfile.Profile | None = None) -> float:
+    """CPU seconds per evaluation for ``n`` evaluations."""
+    space = Space.unit(2)
+    with tempfile.TemporaryDirectory() as d:
+        journal = JournalWriter(Path(d) / "run.jsonl")
+        settings = RunSettings(budget=n, prefetch=prefetch, hello_rate=1e9)
+        core = ControllerCore(space, RandomSampling(space, seed=1), settings, journal, time.time)
+        core.start()
+        sess = ControllerSession(core, "bench", space.names)
+        now = time.time()
+        for i in range(workers):
+            sess.receive(b"w%d" % i, m.Hello(f"w{i}", "s", 1, ()), now)
+        done = 0
+        t0 = time.process_time()
+        if profile is not None:
+            profile.enable()
+        while core.finished is None:
+            sess.settle()
+            journal.flush()  # once per round, as the daemon flushes once per loop turn
+            for rid, msg in sess.outgoing():
+                if type(msg) is m.Evaluate:
+                    sess.receive(rid, m.Result(msg.eval_id, msg.attempt, 0.5, 1e-5), now)
+                    done += 1
+        if profile is not None:
+            profile.disable()
+        cpu = time.process_time() - t0
+        journal.close()
+    return cpu / max(1, done)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--evaluations", type=int, default=40_000)
+    ap.add_argument("--workers", type=int, default=16)
+    ap.add_argument("--prefetch", type=int, default=4, help="queued per worker (default 4)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--profile", type=int, default=0, metavar="K",
+                    help="also print the K costliest functions of the profiled run")
+    ap.add_argument("--json", metavar="OUT")
+    a = ap.parse_args(argv)
+    run(2_000, a.workers, a.prefetch)  # warm-up: imports, first allocations
+    per = [run(a.evaluations, a.workers, a.prefetch) for _ in range(a.repeats)]
+    prof = cProfile.Profile()
+    run(a.evaluations, a.workers, a.prefetch, prof)
+    stats = pstats.Stats(prof)
+    calls = stats.total_calls / a.evaluations  # type: ignore[attr-defined]
+    med = statistics.median(per) * 1e6
+    import tether
+    print(f"tether at {Path(tether.__file__).parent}: {med:.1f} µs CPU per evaluation "
+          f"(median of {a.repeats}: {', '.join(f'{p * 1e6:.1f}' for p in per)}), "
+          f"{calls:.0f} Python calls per evaluation; Python {sys.version.split()[0]}")
+    if a.profile:
+        stats.sort_stats("tottime").print_stats(a.profile)
+    if a.json:
+        out: dict[str, Any] = {"us_per_eval": med, "runs_us": [p * 1e6 for p in per],
+                               "calls_per_eval": calls, "evaluations": a.evaluations,
+                               "workers": a.workers, "prefetch": a.prefetch,
+                               "tether": str(Path(tether.__file__).parent)}
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
