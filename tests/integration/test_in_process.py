@@ -78,6 +78,25 @@ def test_sigkill_of_an_in_process_worker_with_prefetched_work_loses_none(
     assert counts["failed"] == 0
 
 
+@pytest.mark.timeout(180)
+def test_auto_prefetch_deepens_a_fast_workers_queue_and_a_sigkill_loses_none(
+        cluster: Cluster) -> None:
+    # random's default prefetch is "auto": one queued until the first result, then about
+    # 50 ms of the worker's own 2 ms evaluations (~25) queued behind the running one
+    cluster.start_controller(config=cluster.config(
+        budget=600, run="heartbeat = 0.2\nliveness = 3"))
+    victim = cluster.start_worker("--in-process", name="victim", python=f"{OBJ}:brief")
+    wait_for(lambda: max_concurrent(events_of(cluster.log), "victim") >= 10, 60,
+             "auto prefetch to queue 10 or more at the fast worker")
+    cluster.kill(victim)
+    cluster.start_worker("--in-process", name="rescuer", python=f"{OBJ}:brief")
+    assert cluster.wait_controller(120) == 0, cluster.output("controller")
+    counts = check_log(cluster.log, completed=600)
+    assert_held_work_requeued_and_done_once(cluster.log, "victim")
+    assert counts["failed"] == 0
+    assert max_concurrent(events_of(cluster.log), "rescuer") <= 1 + 64  # the cap
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("extra, needle", [
     (["--command", "true"], "needs --python"),
