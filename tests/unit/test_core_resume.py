@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -251,11 +252,41 @@ def test_simulated_controller_enforces_eval_timeout() -> None:
 
     space = Space.unit(1)
     res = SimulatedController(space, RandomSampling(space, seed=1), lambda x: float(x[0]),
-                              workers=1, settings=RunSettings(budget=10, eval_timeout=100.0),
+                              workers=1, settings=RunSettings(budget=10, eval_timeout=100.0,
+                                                              prefetch=0),
                               duration=lambda x: 1000.0 if x[0] > 0.5 else 1.0).run()
     assert res.reason == "budget"
     too_long = [r.eval_id for r in res.completed if r.t_finished - r.t_started > 100.0]
     assert too_long == []
+
+
+def test_simulated_workers_queue_prefetched_work_and_time_it_from_its_start() -> None:
+    from tether.controller.local import SimulatedController
+
+    space = Space.unit(1)
+    res = SimulatedController(space, RandomSampling(space, seed=1), lambda x: float(x[0]),
+                              workers=2, settings=RunSettings(budget=40, eval_timeout=100.0,
+                                                              prefetch=3),
+                              duration=lambda x: 1000.0 if x[0] > 0.8 else 10.0).run()
+    assert res.reason == "budget"
+    started = [e for e in res.events if e["event"] == "started"]
+    # each worker held its slot and three queued at the start
+    assert {e["worker"] for e in started[:8]} == {"sim-0", "sim-1"}
+    assert sum(e["t"] == 0.0 for e in started) == 8
+    # one evaluation at a time per worker: the run takes the sum of its durations
+    done = [r for r in res.completed]
+    assert len(done) == 40
+    killed = [e for e in res.events if e["event"] == "killed"]
+    # the long ones were killed 100 s after they started, not after they were sent
+    for k in killed:
+        (st,) = [e for e in started if e["eval_id"] == k["eval_id"]]
+        assert k["t"] - st["t"] > 100.0
+    assert killed, "no evaluation ran past its timeout: the test proved nothing"
+    # one at a time per worker: its outcomes are at least one duration (10 s) apart
+    for w in ("sim-0", "sim-1"):
+        ends = [e["t"] for e in res.events
+                if e["event"] in ("completed", "killed") and e.get("worker") == w]
+        assert all(b - a >= 10.0 - 1e-6 for a, b in itertools.pairwise(ends)), ends
 
 
 # ---------------------------------------------------------------------- ask ahead

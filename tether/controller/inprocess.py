@@ -67,13 +67,18 @@ class InProcessController(ABC):
     """The command loop shared by the in-process controllers."""
 
     prefix = "local"
+    #: whether its workers queue evaluations beyond their slot ([run] prefetch); those
+    #: that cannot would run prefetched ones side by side, so they get prefetch 0
+    queues = False
 
     def __init__(self, space: Space, strategy: Strategy, settings: RunSettings | None,
                  clock: Callable[[], float], workers: int) -> None:
         self.journal = MemoryJournal()
-        # no round trip to hide in-process, and a simulated worker runs one evaluation per
-        # slot: prefetched ones would otherwise run side by side
-        self.settings = replace(settings or RunSettings(), prefetch=0)
+        self.settings = settings or RunSettings()
+        # in process there is no round trip to hide: only a prefetch asked for in so many
+        # words (an integer, to see what it costs a strategy) is honoured, where it can be
+        if not self.queues or not isinstance(self.settings.prefetch, int):
+            self.settings = replace(self.settings, prefetch=0)
         self.n_workers = workers
         self.core = ControllerCore(space, strategy, self.settings, self.journal, clock,
                                    {"strategy": {"name": strategy.name},

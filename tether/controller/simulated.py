@@ -3,12 +3,16 @@
 POAP's SimTeamController idea: each evaluation takes a duration given by a user function,
 time jumps from one completion to the next, so N workers finishing out of order are
 reproduced deterministically. Partial results the objective reports are spread evenly
-over its simulated duration.
+over its simulated duration. Each simulated worker has one slot and, with ``[run]
+prefetch``, a queue: evaluations sent beyond its slot start one after another as it
+frees, as on a real worker (there is no round trip to hide here, so this shows only
+what prefetch costs a model-based strategy: points chosen with fewer results known).
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +36,7 @@ class _Pending:
     attempt: int = field(compare=False)
     value: float = field(compare=False, default=0.0)
     error: str = field(compare=False, default="")
+    seconds: float = field(compare=False, default=0.0)  # its simulated duration ("done")
 
 
 class SimulatedController(InProcessController):
@@ -43,6 +48,7 @@ class SimulatedController(InProcessController):
     """
 
     prefix = "sim"
+    queues = True
 
     def __init__(self, space: Space, strategy: Strategy, objective: Objective, *,
                  workers: int = 4, settings: RunSettings | None = None,
@@ -54,18 +60,44 @@ class SimulatedController(InProcessController):
         self.duration = duration or (lambda x: 1.0)
         self._heap: list[_Pending] = []
         self._seq = 0
+        self._running: dict[str, int] = {}  # worker -> eval_id it runs now
+        self._queued: dict[str, deque[Dispatch]] = {}  # worker -> prefetched, in order
 
     def _obey(self, commands: list[Command]) -> None:
         for cmd in commands:
             if isinstance(cmd, Dispatch):
-                self._start(cmd)
+                if cmd.worker in self._running:
+                    self._queued.setdefault(cmd.worker, deque()).append(cmd)
+                else:
+                    self._start(cmd)
             elif isinstance(cmd, SendKill):
-                self._heap = [e for e in self._heap
-                              if not (e.eval_id == cmd.eval_id and e.worker == cmd.worker)]
-                heapq.heapify(self._heap)
-                self.core.killed(cmd.worker, cmd.eval_id, cmd.attempt, cmd.reason)
+                self._kill(cmd)
             elif isinstance(cmd, Finish):
                 self._heap.clear()
+                self._queued.clear()
+                self._running.clear()
+
+    def _kill(self, cmd: SendKill) -> None:
+        queue = self._queued.get(cmd.worker, deque())
+        waiting = [d for d in queue if d.eval_id == cmd.eval_id]
+        if waiting:  # not started yet: it ends unrun
+            queue.remove(waiting[0])
+        else:
+            self._heap = [e for e in self._heap
+                          if not (e.eval_id == cmd.eval_id and e.worker == cmd.worker)]
+            heapq.heapify(self._heap)
+        self.core.killed(cmd.worker, cmd.eval_id, cmd.attempt, cmd.reason)
+        if not waiting and self._running.get(cmd.worker) == cmd.eval_id:
+            self._next(cmd.worker)
+
+    def _next(self, worker: str) -> None:
+        """``worker``'s slot is free: start what it has queued, if anything."""
+        del self._running[worker]
+        queue = self._queued.get(worker)
+        if queue:
+            cmd = queue.popleft()
+            self.core.running(cmd.worker, cmd.eval_id, cmd.attempt)  # its timeout starts
+            self._start(cmd)
 
     def _ask_ahead(self) -> bool:
         return self.core.prepare()  # as the daemon does when idle
@@ -80,10 +112,13 @@ class SimulatedController(InProcessController):
             return  # the tick that follows kills it if it still runs
         if ev.kind == "partial":
             self.core.partial(ev.worker, ev.eval_id, ev.attempt, ev.value)
-        elif ev.error:
-            self.core.failed(ev.worker, ev.eval_id, ev.attempt, ev.error)
+            return
+        if ev.error:
+            self.core.failed(ev.worker, ev.eval_id, ev.attempt, ev.error, ev.seconds)
         else:
-            self.core.completed(ev.worker, ev.eval_id, ev.attempt, ev.value)
+            self.core.completed(ev.worker, ev.eval_id, ev.attempt, ev.value, ev.seconds)
+        if self._running.get(ev.worker) == ev.eval_id:
+            self._next(ev.worker)
 
     def _elapsed(self, wall: float) -> float:
         return self.now
@@ -100,13 +135,15 @@ class SimulatedController(InProcessController):
             value, error = evaluate(self.objective, x, report if self._reports else None), ""
         except Exception as exc:  # the objective's failure becomes a failed record
             value, error = float("nan"), f"{type(exc).__name__}: {exc}"
+        self._running[cmd.worker] = cmd.eval_id
         for k, p in enumerate(partials):
             self._push(self.now + length * (k + 1) / (len(partials) + 1), "partial", cmd, p)
-        self._push(self.now + length, "done", cmd, value, error)
+        self._push(self.now + length, "done", cmd, value, error, length)
         if length > cmd.timeout:  # wake up when it is due (past the log's microseconds)
             self._push(self.now + cmd.timeout * (1 + 1e-9) + 1e-5, "timeout", cmd, 0.0)
 
-    def _push(self, t: float, kind: str, cmd: Dispatch, value: float, error: str = "") -> None:
+    def _push(self, t: float, kind: str, cmd: Dispatch, value: float, error: str = "",
+              seconds: float = 0.0) -> None:
         self._seq += 1
         heapq.heappush(self._heap, _Pending(t, self._seq, kind, cmd.worker, cmd.eval_id,
-                                            cmd.attempt, value, error))
+                                            cmd.attempt, value, error, seconds))
