@@ -194,7 +194,8 @@ def run_one(plan: Plan, seed: int) -> RunSummary:
                               settings=plan.config.run, duration=duration)
     result = sim.run()
     events = result.events
-    summary = summarise(events, seed, plan.workers, result.elapsed, plan.fmin)
+    summary = summarise(events, seed, plan.workers, result.elapsed, plan.fmin,
+                        sim.busy_seconds)
     summary.finished = result.reason
     if plan.logs:
         path = log_path(plan.logs, seed)
@@ -204,8 +205,10 @@ def run_one(plan: Plan, seed: int) -> RunSummary:
 
 
 def summarise(events: Sequence[dict[str, Any]], seed: int, workers: int, wall: float,
-              fmin: float | None) -> RunSummary:
-    """Best value, counts and busy share from a run's events (simulated ``t``)."""
+              fmin: float | None, busy_seconds: float | None = None) -> RunSummary:
+    """Best value, counts and busy share from a run's events (simulated ``t``); the busy
+    share from ``busy_seconds`` when given (with prefetch, a queued evaluation's wait is
+    between its `started` and its outcome, so the log alone overstates it)."""
     best: dict[str, Any] | None = None
     started: dict[int, float] = {}
     busy = 0.0
@@ -232,7 +235,8 @@ def summarise(events: Sequence[dict[str, Any]], seed: int, workers: int, wall: f
         best_x=None if best is None else xs.get(best["eval_id"]),
         regret=None if value is None or fmin is None else value - fmin,
         evaluations=counts["completed"], wall=wall,
-        busy=busy / (workers * wall) if wall > 0 else None, failed=counts["failed"])
+        busy=(busy if busy_seconds is None else busy_seconds) / (workers * wall)
+        if wall > 0 else None, failed=counts["failed"])
 
 
 def run_started_info(plan: Plan, seed: int, path: Path) -> dict[str, Any]:

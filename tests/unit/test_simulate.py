@@ -143,6 +143,18 @@ def test_const_durations_busy_share_and_wall(tmp_path: Path,
     assert "give --fmin" in table
 
 
+def test_busy_share_counts_running_not_waiting_in_a_prefetch_queue(tmp_path: Path) -> None:
+    # 10 evaluations of 2.5 s on 4 workers, 2 queued behind each: the same rounds and
+    # the same 25 worker-seconds of 30 as without prefetch, though `started` comes early
+    cfg = config(tmp_path, budget=10)
+    cfg.write_text(cfg.read_text() + "prefetch = 2\n")
+    out = tmp_path / "r.json"
+    assert main(["simulate", str(cfg), "--python", "tether.problems:branin", "--workers", "4",
+                 "--durations", "const:2.5", "--json", str(out)]) == 0
+    (r,) = json.loads(out.read_text())
+    assert r["wall"] == pytest.approx(7.5) and r["busy"] == pytest.approx(25 / 30)
+
+
 def test_default_const_is_one_second_and_function_durations(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str],
                                                             ) -> None:

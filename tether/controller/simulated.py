@@ -61,6 +61,10 @@ class SimulatedController(InProcessController):
         self._heap: list[_Pending] = []
         self._seq = 0
         self._running: dict[str, int] = {}  # worker -> eval_id it runs now
+        self._began: dict[str, float] = {}  # worker -> when that one started running
+        #: simulated seconds workers spent running evaluations (a queued one's wait is
+        #: not in it, nor in the log's started..completed span it would be counted from)
+        self.busy_seconds = 0.0
         self._queued: dict[str, deque[Dispatch]] = {}  # worker -> prefetched, in order
 
     def _obey(self, commands: list[Command]) -> None:
@@ -93,6 +97,7 @@ class SimulatedController(InProcessController):
     def _next(self, worker: str) -> None:
         """``worker``'s slot is free: start what it has queued, if anything."""
         del self._running[worker]
+        self.busy_seconds += self.now - self._began.pop(worker, self.now)
         queue = self._queued.get(worker)
         if queue:
             cmd = queue.popleft()
@@ -136,6 +141,7 @@ class SimulatedController(InProcessController):
         except Exception as exc:  # the objective's failure becomes a failed record
             value, error = float("nan"), f"{type(exc).__name__}: {exc}"
         self._running[cmd.worker] = cmd.eval_id
+        self._began[cmd.worker] = self.now
         for k, p in enumerate(partials):
             self._push(self.now + length * (k + 1) / (len(partials) + 1), "partial", cmd, p)
         self._push(self.now + length, "done", cmd, value, error, length)
