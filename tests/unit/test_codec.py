@@ -360,3 +360,25 @@ def test_a_batch_is_all_or_nothing_and_bounded() -> None:
     mixed = codec.encode_many([m.Heartbeat(), m.Evaluate(1, 0, (0.1,))])
     with pytest.raises(RemoteProtocolError, match="not allowed"):
         codec.decode_frame(mixed, m.WORKER_MESSAGES)
+
+
+def test_the_result_fast_path_decodes_as_the_general_one() -> None:
+    def frame(**fields: object) -> bytes:
+        body = {"v": m.PROTOCOL_VERSION, "t": "result", **fields}
+        return bytes(msgpack.packb(body))
+
+    fast = codec.decode(frame(eval_id=3, attempt=1, value=0.5, seconds=0.25))
+    assert fast == m.Result(3, 1, 0.5, 0.25)
+    # what the fast path does not take goes the general way, with its coercions and checks
+    assert codec.decode(frame(eval_id=3, attempt=1, value=2, seconds=0.0)) == m.Result(3, 1, 2.0)
+    assert codec.decode(frame(eval_id=3, attempt=1, value=0.5)) == m.Result(3, 1, 0.5)
+    for bad in (frame(eval_id=True, attempt=1, value=0.5, seconds=0.0),
+                frame(eval_id=3, attempt=1, value="x", seconds=0.0)):
+        with pytest.raises(RemoteProtocolError):
+            codec.decode(bad)
+    with pytest.raises(RemoteProtocolError):
+        codec.decode(bytes(msgpack.packb({"v": True, "t": "result", "eval_id": 3,
+                                          "attempt": 1, "value": 0.5, "seconds": 0.0})))
+    with pytest.raises(RemoteProtocolError):  # a result where only the controller's may go
+        codec.decode(frame(eval_id=3, attempt=1, value=0.5, seconds=0.0),
+                     m.CONTROLLER_MESSAGES)
