@@ -62,39 +62,27 @@ def test_a_timed_out_in_process_evaluation_is_killed_when_it_returns(
 
 
 @pytest.mark.timeout(180)
-def test_sigkill_of_an_in_process_worker_with_prefetched_work_loses_none(
-        cluster: Cluster) -> None:
-    cluster.start_controller(config=cluster.config(
-        budget=40, run="heartbeat = 0.2\nliveness = 3\nprefetch = 3"))
-    victim = cluster.start_worker("--in-process", name="victim", python=f"{OBJ}:sleepy")
+@pytest.mark.parametrize("budget, prefetch, objective, held", [
     # one running and three queued behind it
-    wait_for(lambda: max_concurrent(events_of(cluster.log), "victim") >= 4, 60,
-             "the worker to hold running and prefetched work")
-    cluster.kill(victim)
-    cluster.start_worker("--in-process", name="rescuer", python=f"{OBJ}:sleepy")
-    assert cluster.wait_controller(120) == 0, cluster.output("controller")
-    counts = check_log(cluster.log, completed=40)
-    assert_held_work_requeued_and_done_once(cluster.log, "victim")
-    assert counts["failed"] == 0
-
-
-@pytest.mark.timeout(180)
-def test_auto_prefetch_deepens_a_fast_workers_queue_and_a_sigkill_loses_none(
-        cluster: Cluster) -> None:
-    # random's default prefetch is "auto": one queued until the first result, then about
-    # 50 ms of the worker's own 2 ms evaluations (~25) queued behind the running one
+    (40, "prefetch = 3", "sleepy", 4),
+    # random's default, "auto": one queued until the first result, then about 50 ms of
+    # the worker's own 2 ms evaluations (~25) queued behind the running one
+    (600, "", "brief", 10),
+], ids=["prefetch-3", "auto"])
+def test_sigkill_of_an_in_process_worker_with_prefetched_work_loses_none(
+        cluster: Cluster, budget: int, prefetch: str, objective: str, held: int) -> None:
     cluster.start_controller(config=cluster.config(
-        budget=600, run="heartbeat = 0.2\nliveness = 3"))
-    victim = cluster.start_worker("--in-process", name="victim", python=f"{OBJ}:brief")
-    wait_for(lambda: max_concurrent(events_of(cluster.log), "victim") >= 10, 60,
-             "auto prefetch to queue 10 or more at the fast worker")
+        budget=budget, run=f"heartbeat = 0.2\nliveness = 3\n{prefetch}"))
+    victim = cluster.start_worker("--in-process", name="victim", python=f"{OBJ}:{objective}")
+    wait_for(lambda: max_concurrent(events_of(cluster.log), "victim") >= held, 60,
+             f"the worker to hold {held} evaluations, running and prefetched")
     cluster.kill(victim)
-    cluster.start_worker("--in-process", name="rescuer", python=f"{OBJ}:brief")
+    cluster.start_worker("--in-process", name="rescuer", python=f"{OBJ}:{objective}")
     assert cluster.wait_controller(120) == 0, cluster.output("controller")
-    counts = check_log(cluster.log, completed=600)
+    counts = check_log(cluster.log, completed=budget)
     assert_held_work_requeued_and_done_once(cluster.log, "victim")
     assert counts["failed"] == 0
-    assert max_concurrent(events_of(cluster.log), "rescuer") <= 1 + 64  # the cap
+    assert max_concurrent(events_of(cluster.log), "rescuer") <= 1 + 64  # auto's cap
 
 
 @pytest.mark.timeout(60)

@@ -247,27 +247,27 @@ def test_replay_tells_the_strategy_the_same_events() -> None:
 
 
 # ---------------------------------------------------------------------- simulated time
-def test_simulated_controller_enforces_eval_timeout() -> None:
+def _simulated(budget: int, workers: int, prefetch: int, long_above: float,
+               short: float) -> Any:
+    """A simulated run with timeout 100 s: x0 above ``long_above`` takes 1000 s."""
     from tether.controller.local import SimulatedController
 
     space = Space.unit(1)
-    res = SimulatedController(space, RandomSampling(space, seed=1), lambda x: float(x[0]),
-                              workers=1, settings=RunSettings(budget=10, eval_timeout=100.0,
-                                                              prefetch=0),
-                              duration=lambda x: 1000.0 if x[0] > 0.5 else 1.0).run()
+    settings = RunSettings(budget=budget, eval_timeout=100.0, prefetch=prefetch)
+    return SimulatedController(space, RandomSampling(space, seed=1), lambda x: float(x[0]),
+                               workers=workers, settings=settings,
+                               duration=lambda x: 1000.0 if x[0] > long_above else short).run()
+
+
+def test_simulated_controller_enforces_eval_timeout() -> None:
+    res = _simulated(budget=10, workers=1, prefetch=0, long_above=0.5, short=1.0)
     assert res.reason == "budget"
     too_long = [r.eval_id for r in res.completed if r.t_finished - r.t_started > 100.0]
     assert too_long == []
 
 
 def test_simulated_workers_queue_prefetched_work_and_time_it_from_its_start() -> None:
-    from tether.controller.local import SimulatedController
-
-    space = Space.unit(1)
-    res = SimulatedController(space, RandomSampling(space, seed=1), lambda x: float(x[0]),
-                              workers=2, settings=RunSettings(budget=40, eval_timeout=100.0,
-                                                              prefetch=3),
-                              duration=lambda x: 1000.0 if x[0] > 0.8 else 10.0).run()
+    res = _simulated(budget=40, workers=2, prefetch=3, long_above=0.8, short=10.0)
     assert res.reason == "budget"
     started = [e for e in res.events if e["event"] == "started"]
     # each worker held its slot and three queued at the start
