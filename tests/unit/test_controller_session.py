@@ -175,11 +175,8 @@ def test_silent_peer_is_lost_and_heartbeats_are_owed() -> None:
     sent(sess)
     clock.t += 1.5
     assert sess.tick(clock.t) == []
-    assert (b"A", m.Heartbeat()) not in sent(sess)  # owed at 2 of the 3 s window
-    clock.t += 0.5
-    assert sess.tick(clock.t) == []
     assert (b"A", m.Heartbeat()) in sent(sess)
-    clock.t += 1.5
+    clock.t += 2.0
     assert sess.tick(clock.t) == ["a"]
     assert journal.of("worker_left")[-1]["reason"] == "lost"
 

@@ -353,7 +353,7 @@ def test_peer_table_expired_and_seen() -> None:
 
 
 def test_peer_table_owed_heartbeat() -> None:
-    pt = PeerTable(heartbeat=1.0, liveness=2)
+    pt = PeerTable(heartbeat=1.0, liveness=3)
     pt.add(b"r1", hello("a"), 0.0)
     pt.add(b"r2", hello("b"), 0.5)
     assert pt.owed_heartbeat(0.9) == []
@@ -361,18 +361,6 @@ def test_peer_table_owed_heartbeat() -> None:
     pt.by_name["a"].last_tx = 1.0
     assert [p.name for p in pt.owed_heartbeat(1.5)] == ["b"]
     assert {p.name for p in pt.owed_heartbeat(2.0)} == {"a", "b"}
-
-
-@pytest.mark.parametrize(("liveness", "every"), [(1, 1.0), (2, 1.0), (3, 2.0), (4, 2.0), (5, 3.0)])
-def test_the_controller_heartbeats_at_half_the_liveness_window(liveness: int,
-                                                                every: float) -> None:
-    # a worker judges the controller on heartbeat x liveness: one beat arrives in every
-    # window with at least a heartbeat to spare (liveness 1 and 2: every heartbeat)
-    pt = PeerTable(heartbeat=1.0, liveness=liveness)
-    pt.add(b"r1", hello("a"), 0.0)
-    assert pt.owed_heartbeat(every - 0.01) == []
-    assert [p.name for p in pt.owed_heartbeat(every)] == ["a"]
-    assert every <= max(1.0, liveness - 1.0)
 
 
 # ------------------------------------------------------------------ walltime and leaving

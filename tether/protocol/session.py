@@ -401,16 +401,7 @@ class PeerTable:
         window = self.heartbeat * self.liveness
         return self._rx.due(now - self.stalled, lambda gap: gap > window, self.by_rid)
 
-    @property
-    def beat_every(self) -> float:
-        """Seconds of our silence after which a peer is owed a heartbeat: half the
-        liveness window in whole heartbeats (2 of 3 by default). A worker judges us on
-        the window, so one still arrives with a heartbeat to spare, and with 10,000
-        workers connected every heartbeat we need not send is 10,000 messages a second
-        fewer for libzmq and for this loop."""
-        return self.heartbeat * max(1, (self.liveness + 1) // 2)
-
     def owed_heartbeat(self, now: float) -> list[Peer]:
-        """Peers sent nothing for :attr:`beat_every` (the caller sends, then sets last_tx)."""
-        beat = self.beat_every
+        """Peers sent nothing for a heartbeat interval (the caller sends, then sets last_tx)."""
+        beat = self.heartbeat
         return self._tx.due(now, lambda gap: gap >= beat, self.by_rid)
