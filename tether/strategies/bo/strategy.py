@@ -22,7 +22,7 @@ from scipy.stats import qmc, rankdata
 from tether.records import Evaluate, Proposal, Record, RunView, Status
 from tether.space import Space
 from tether.strategies.base import Strategy, rng_for
-from tether.strategies.bo.acquisition import AcqFn, PenalizedLogEI, lipschitz, maximize
+from tether.strategies.bo.acquisition import AcqFn, PenalizedLogEI, lipschitz, maximize, repeats
 from tether.strategies.bo.model import GPModel, Posterior
 
 MIN_DATA = 2  # completed values needed before the GP takes over from the design
@@ -202,7 +202,7 @@ class BayesOpt(Strategy):
         noise = rng.standard_normal((10 * len(top), self.dim)) * scale
         near = np.clip(np.repeat(top, 10, 0) + noise, lo, hi)
         x, _ = maximize(acq, np.vstack([sobol, top, near]), n_starts=s.n_starts,
-                        box=(lo, hi) if local else None)
+                        box=(lo, hi) if local else None, known=np.vstack([x_data, busy]))
         return x
 
     def fitted_lengthscales(self, view: RunView) -> np.ndarray:
@@ -224,11 +224,13 @@ class BayesOpt(Strategy):
                 seen += 1
         return self.design_point(k)
 
-    def exploit_point(self, view: RunView) -> np.ndarray:
+    def exploit_point(self, view: RunView, local: bool = False) -> np.ndarray:
         """Minimizer of the posterior mean (the model's best guess), for the last asks.
 
         Improvement-based acquisitions keep spending on exploration to the very end;
-        the last results are worth more where the model believes the minimum is.
+        the last results are worth more where the model believes the minimum is. Where
+        that is a point already evaluated or in flight (the model has converged on
+        it), log-EI asks instead (``local``: boxed, as in the polish phase).
         """
         self.update_model(view)
         post = self._post
@@ -245,9 +247,8 @@ class BayesOpt(Strategy):
             return -mean, -dmean
 
         x, _ = maximize(neg_mean, np.vstack([sobol, top]), n_starts=self.settings.n_starts)
-        busy = self.busy_points(view)
-        if len(busy) and np.min(np.abs(busy - x).max(1)) < 1e-9:
-            return self.next_point(view)  # already being evaluated: fall back to EI
+        if repeats(x[None, :], np.vstack([post.x, self.busy_points(view)]))[0]:
+            return self.next_point(view, local=local)  # nothing to learn there: EI
         return x
 
     def evaluate(self, u: np.ndarray) -> Evaluate:
@@ -287,9 +288,9 @@ class AsyncBO(BayesOpt):
             return self.explorer.propose(view)
         if self.in_design_phase(view):
             return self.evaluate(self.admissible_design_point(len(view.records)))
-        if view.remaining <= self.settings.exploit:
-            return self.evaluate(self.exploit_point(view))
         polish = view.remaining <= round(self.settings.polish * (self.run_budget or view.budget))
+        if view.remaining <= self.settings.exploit:
+            return self.evaluate(self.exploit_point(view, local=polish))
         return self.evaluate(self.next_point(view, local=polish))
 
 
