@@ -185,5 +185,7 @@ def maximize(acq: AcqFn, candidates: np.ndarray, n_starts: int = 6,
 
 def repeats(x: np.ndarray, known: np.ndarray) -> np.ndarray:
     """Which of the (m, d) points lie within REPEAT of a known point."""
+    if not len(known):
+        return np.zeros(len(x), dtype=bool)
     d2 = ((x[:, None, :] - known[None, :, :]) ** 2).sum(2)
     return np.asarray(d2.min(1) < REPEAT * REPEAT)

@@ -211,17 +211,22 @@ class BayesOpt(Strategy):
         assert self._post is not None
         return self._post.hyp.lengthscales
 
-    def admissible_design_point(self, k: int) -> np.ndarray:
-        """The k-th design point outside every avoided box (the plain one if none is)."""
+    def admissible_design_point(self, view: RunView) -> np.ndarray:
+        """The next design point outside every avoided box (the plain one if none is).
+
+        With boxes, that is the first design point outside them that this search has not
+        proposed yet: the boxes move between asks (the other island refits), so
+        counting admissible points would hand out the same point twice.
+        """
+        k = len(view.records)
         if not self.avoid:
             return self.design_point(k)
-        seen = 0
+        pts = [r.x for r in view.records.values()]
+        known = self.space.to_unit(np.array(pts, dtype=float).reshape(-1, self.dim))
         for j in range(len(self.design) + 4 * k + 64):
-            u = self.design_point(j)
-            if not inside(u[None, :], self.avoid)[0]:
-                if seen == k:
-                    return u
-                seen += 1
+            u = self.design_point(j)[None, :]
+            if not inside(u, self.avoid)[0] and not repeats(u, known)[0]:
+                return u[0]
         return self.design_point(k)
 
     def exploit_point(self, view: RunView, local: bool = False) -> np.ndarray:
@@ -287,7 +292,7 @@ class AsyncBO(BayesOpt):
         if self.explorer is not None and len(view.records) < self.settings.explore_evals:
             return self.explorer.propose(view)
         if self.in_design_phase(view):
-            return self.evaluate(self.admissible_design_point(len(view.records)))
+            return self.evaluate(self.admissible_design_point(view))
         polish = view.remaining <= round(self.settings.polish * (self.run_budget or view.budget))
         if view.remaining <= self.settings.exploit:
             return self.evaluate(self.exploit_point(view, local=polish))
