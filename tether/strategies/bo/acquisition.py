@@ -88,6 +88,8 @@ class PenalizedLogEI:
       r_j = (μ_j - M + σ_j)/L, which is exactly zero at x_j. The soft form barely
       penalizes a busy point the model predicts below M (negative radius), and then
       the next ask can land on top of it; the hard form cannot. It is the default.
+      (Its radius is zero too once μ_j + σ_j < M, and log ψ_j is clamped at a
+      coincident point, so ``maximize(known=...)`` bars exact repeats: REPEAT.)
     """
 
     def __init__(self, post: Posterior, best: float, busy: np.ndarray, lip: float,
