@@ -12,6 +12,7 @@ from tether.strategies.bo.acquisition import (
     lipschitz,
     log_h,
     maximize,
+    repeats,
 )
 from tether.strategies.bo.model import Hyper, Posterior
 
@@ -150,3 +151,20 @@ def test_maximize_finds_the_optimum_of_a_smooth_function() -> None:
     x, v = maximize(acq, cands, n_starts=4)
     np.testing.assert_allclose(x, target, atol=1e-5)
     assert v == pytest.approx(0.0, abs=1e-9)
+
+
+def test_maximize_never_answers_a_known_point() -> None:
+    # the optimum itself is already evaluated (or in flight): the answer is the best
+    # point at least REPEAT away from it, not the optimum again
+    target = np.array([0.31, 0.77, 0.05])
+
+    def acq(x: np.ndarray, grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        diff = x - target
+        return -(diff * diff).sum(1), (-2 * diff if grad else None)
+
+    cands = np.vstack([target, np.random.default_rng(4).random((64, 3))])
+    x, _ = maximize(acq, cands, n_starts=4, known=target[None, :])
+    assert not repeats(x[None, :], target[None, :])[0]
+    assert np.abs(x - target).max() < 0.3  # still the best region, just not the point
+    x0, _ = maximize(acq, cands, n_starts=4)
+    assert repeats(x0[None, :], target[None, :])[0]  # without ``known`` it would repeat

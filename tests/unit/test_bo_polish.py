@@ -55,6 +55,23 @@ def test_polish_reaches_the_branin_minimum(seed: int) -> None:
     assert best.value is not None and best.value - BRANIN_MIN < 1e-3
 
 
+def test_no_ask_repeats_a_point() -> None:
+    # a converged end game used to re-propose the best point (log-EI there is about -8
+    # from the fixed noise) or a pending point the model predicts below the best (zero
+    # penalization radius). Hartmann6 seed 212 (bo_regret.py's setup) repeated a point
+    # exactly at evaluations 71, 73, 90, 92, 94, 96 and more before (docs/bo.md, End game)
+    from tether.problems import hartmann6
+    from tether.strategies.bo.acquisition import REPEAT
+
+    sp, rng = Space.unit(6), np.random.default_rng(10_212)
+    s = create("async-bo", sp, 100, {"seed": 212, "initial_points": 12})
+    res = SimulatedController(sp, s, hartmann6, workers=4, settings=RunSettings(budget=100),
+                              duration=lambda x: float(rng.uniform(0.5, 2.0))).run()
+    xs = np.array([res.records[k].x for k in sorted(res.records)])
+    d2 = ((xs[:, None, :] - xs[None, :, :]) ** 2).sum(2) + np.eye(len(xs))
+    assert len(xs) == 100 and d2.min() >= REPEAT * REPEAT
+
+
 def test_polish_asks_stay_near_the_incumbent() -> None:
     opts = {"seed": 4, "kernel": "rbf", "explore": "none", "initial_points": 3,
             "polish": 0.3}

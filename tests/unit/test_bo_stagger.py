@@ -65,10 +65,17 @@ def test_staggered_island_starts_late_then_they_alternate() -> None:
     # island 1 starts once 0.3 of the budget is out (12 points), from a Sobol design,
     # asks alone until it has half as many (6), then the two alternate
     assert island[:12] == [0] * 12 and island[12:18] == [1] * 6
+    # island 0 has the run's DYCORS start (min(4(d+1), budget/3) = 12), not its share's (6)
+    tags = [Islands.island_of(r)[1] for r in records if Islands.island_of(r)[0] == 0]
+    assert [t.startswith("async-bo:dycors") for t in tags[:13]] == [True] * 12 + [False]
     assert Islands.island_of(records[12])[1] == "async-bo"
     assert abs(island[18:32].count(0) - island[18:32].count(1)) <= 1
     assert len(set(island[33:])) == 1  # past the hand-over (32 points) one island asks
     assert best.value is not None and best.value - BRANIN_MIN < 1e-2
+    # island 1's design skips points it has handed out already, though the box it
+    # avoids moves between asks (it used to hand out the same Sobol point twice)
+    xs = np.array([r.x for r in records])
+    assert (((xs[:, None, :] - xs[None, :, :]) ** 2).sum(2) + np.eye(len(xs))).min() > 0
 
 
 def test_staggered_islands_replay_from_the_log() -> None:

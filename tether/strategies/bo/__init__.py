@@ -119,6 +119,11 @@ def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> Asyn
             own = dict(options, islands=1, seed=seed * 7919 + i)
             if settings.stagger > 0 and i > 0:
                 own["explore"] = "none"
+            elif settings.stagger > 0:
+                # the first island runs alone until the stagger point, so its DYCORS
+                # start is the run's (28 points on Hartmann6), not one sized for its
+                # share (16): it climbs its basin faster (docs/bo.md, Staggered islands)
+                own.setdefault("explore_evals", settings.explore_evals)
             return make_async_bo(space, share, own)
 
         isl = Islands(space, budget, settings.islands, settings.handover, island,

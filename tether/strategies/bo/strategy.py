@@ -22,7 +22,7 @@ from scipy.stats import qmc, rankdata
 from tether.records import Evaluate, Proposal, Record, RunView, Status
 from tether.space import Space
 from tether.strategies.base import Strategy, rng_for
-from tether.strategies.bo.acquisition import AcqFn, PenalizedLogEI, lipschitz, maximize
+from tether.strategies.bo.acquisition import AcqFn, PenalizedLogEI, lipschitz, maximize, repeats
 from tether.strategies.bo.model import GPModel, Posterior
 
 MIN_DATA = 2  # completed values needed before the GP takes over from the design
@@ -202,7 +202,7 @@ class BayesOpt(Strategy):
         noise = rng.standard_normal((10 * len(top), self.dim)) * scale
         near = np.clip(np.repeat(top, 10, 0) + noise, lo, hi)
         x, _ = maximize(acq, np.vstack([sobol, top, near]), n_starts=s.n_starts,
-                        box=(lo, hi) if local else None)
+                        box=(lo, hi) if local else None, known=np.vstack([x_data, busy]))
         return x
 
     def fitted_lengthscales(self, view: RunView) -> np.ndarray:
@@ -211,24 +211,31 @@ class BayesOpt(Strategy):
         assert self._post is not None
         return self._post.hyp.lengthscales
 
-    def admissible_design_point(self, k: int) -> np.ndarray:
-        """The k-th design point outside every avoided box (the plain one if none is)."""
+    def admissible_design_point(self, view: RunView) -> np.ndarray:
+        """The next design point outside every avoided box (the plain one if none is).
+
+        With boxes, that is the first design point outside them that this search has not
+        proposed yet: the boxes move between asks (the other island refits), so
+        counting admissible points would hand out the same point twice.
+        """
+        k = len(view.records)
         if not self.avoid:
             return self.design_point(k)
-        seen = 0
+        pts = [r.x for r in view.records.values()]
+        known = self.space.to_unit(np.array(pts, dtype=float).reshape(-1, self.dim))
         for j in range(len(self.design) + 4 * k + 64):
-            u = self.design_point(j)
-            if not inside(u[None, :], self.avoid)[0]:
-                if seen == k:
-                    return u
-                seen += 1
+            u = self.design_point(j)[None, :]
+            if not inside(u, self.avoid)[0] and not repeats(u, known)[0]:
+                return u[0]
         return self.design_point(k)
 
-    def exploit_point(self, view: RunView) -> np.ndarray:
+    def exploit_point(self, view: RunView, local: bool = False) -> np.ndarray:
         """Minimizer of the posterior mean (the model's best guess), for the last asks.
 
         Improvement-based acquisitions keep spending on exploration to the very end;
-        the last results are worth more where the model believes the minimum is.
+        the last results are worth more where the model believes the minimum is. Where
+        that is a point already evaluated or in flight (the model has converged on
+        it), log-EI asks instead (``local``: boxed, as in the polish phase).
         """
         self.update_model(view)
         post = self._post
@@ -245,9 +252,8 @@ class BayesOpt(Strategy):
             return -mean, -dmean
 
         x, _ = maximize(neg_mean, np.vstack([sobol, top]), n_starts=self.settings.n_starts)
-        busy = self.busy_points(view)
-        if len(busy) and np.min(np.abs(busy - x).max(1)) < 1e-9:
-            return self.next_point(view)  # already being evaluated: fall back to EI
+        if repeats(x[None, :], np.vstack([post.x, self.busy_points(view)]))[0]:
+            return self.next_point(view, local=local)  # nothing to learn there: EI
         return x
 
     def evaluate(self, u: np.ndarray) -> Evaluate:
@@ -286,10 +292,10 @@ class AsyncBO(BayesOpt):
         if self.explorer is not None and len(view.records) < self.settings.explore_evals:
             return self.explorer.propose(view)
         if self.in_design_phase(view):
-            return self.evaluate(self.admissible_design_point(len(view.records)))
-        if view.remaining <= self.settings.exploit:
-            return self.evaluate(self.exploit_point(view))
+            return self.evaluate(self.admissible_design_point(view))
         polish = view.remaining <= round(self.settings.polish * (self.run_budget or view.budget))
+        if view.remaining <= self.settings.exploit:
+            return self.evaluate(self.exploit_point(view, local=polish))
         return self.evaluate(self.next_point(view, local=polish))
 
 
