@@ -38,7 +38,6 @@ CATCH_UP_BATCHES = 50  # before a liveness check: up to 50,000 waiting frames (1
 # thousands of workers most frames are this, and it needs no decoding. Another encoding
 # of the same message still works, through the general path.
 HEARTBEAT_FRAME = codec.encode(m.Heartbeat())
-DEAD_LINK_MS = 30_000  # a connection whose data stays unacknowledged this long is dropped
 
 
 @dataclass
@@ -82,20 +81,13 @@ class ControllerServer:
         # that worker's traffic (reproduced); workers never choose routing ids
         s.setsockopt(zmq.ROUTER_HANDOVER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
-        # No ZMTP pings of our own. They would only free the connections of peers that
-        # vanished without a FIN (the protocol's heartbeats already declared them lost),
-        # and libzmq cancels a ping's timeout timer with a scan of every timer of the I/O
-        # thread (poller_base_t::cancel_timer is O(n)): with N connections that is N
-        # scans of N timers per ping interval, which grew the idle cost faster than the
-        # number of workers. The kernel frees such connections for free: data unacked for
-        # TCP_MAXRT (TCP_USER_TIMEOUT), or keepalive probes on an idle connection.
-        # (Workers still ping, and libzmq answers them without any timer here.)
-        s.setsockopt(zmq.HEARTBEAT_IVL, 0)
-        s.setsockopt(zmq.TCP_MAXRT, DEAD_LINK_MS)
-        s.setsockopt(zmq.TCP_KEEPALIVE, 1)
-        s.setsockopt(zmq.TCP_KEEPALIVE_IDLE, 30)
-        s.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 10)
-        s.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
+        # ZMTP pings only free the connections of peers that vanished without a FIN (the
+        # protocol's own heartbeats already declared them lost), so they can be rare:
+        # every ping is a message through libzmq's I/O thread, and at 1 per second and
+        # connection they were half of its work with 3,000 connected workers
+        ivl = max(1000, int(self.settings.heartbeat * 10_000))
+        s.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * self.settings.liveness)
         s.setsockopt(zmq.SNDHWM, 100_000)
         s.setsockopt(zmq.RCVHWM, 100_000)
         keys.configure_server(s, self.settings.keys)  # CURVE + allow-list; before bind
