@@ -205,28 +205,20 @@ def run_one(plan: Plan, seed: int) -> RunSummary:
 
 
 def summarise(events: Sequence[dict[str, Any]], seed: int, workers: int, wall: float,
-              fmin: float | None, busy_seconds: float | None = None) -> RunSummary:
-    """Best value, counts and busy share from a run's events (simulated ``t``); the busy
-    share from ``busy_seconds`` when given (with prefetch, a queued evaluation's wait is
-    between its `started` and its outcome, so the log alone overstates it)."""
+              fmin: float | None, busy_seconds: float) -> RunSummary:
+    """Best value and counts from a run's events; the busy share from ``busy_seconds``,
+    the simulator's own count of time spent running (with prefetch, a queued
+    evaluation's wait lies between its `started` and its outcome, so the log would
+    overstate it)."""
     best: dict[str, Any] | None = None
-    started: dict[int, float] = {}
-    busy = 0.0
     counts = {"completed": 0, "failed": 0}
     xs: dict[int, list[float]] = {}
     for e in events:
         kind = e["event"]
         if kind == "proposed":
             xs[e["eval_id"]] = list(e["x"])
-        elif kind == "started":
-            started[e["eval_id"]] = e["t"]
-        elif kind in ("completed", "failed", "killed", "lost", "requeued"):
-            # a worker is busy from `started` until the evaluation leaves it
-            t_start = started.pop(e["eval_id"], None)
-            if t_start is not None:
-                busy += e["t"] - t_start
-            if kind in counts:
-                counts[kind] += 1
+        elif kind in counts:
+            counts[kind] += 1
             if kind == "completed" and (best is None or e["value"] < best["value"]):
                 best = e
     value = None if best is None else float(best["value"])
@@ -235,8 +227,7 @@ def summarise(events: Sequence[dict[str, Any]], seed: int, workers: int, wall: f
         best_x=None if best is None else xs.get(best["eval_id"]),
         regret=None if value is None or fmin is None else value - fmin,
         evaluations=counts["completed"], wall=wall,
-        busy=(busy if busy_seconds is None else busy_seconds) / (workers * wall)
-        if wall > 0 else None, failed=counts["failed"])
+        busy=busy_seconds / (workers * wall) if wall > 0 else None, failed=counts["failed"])
 
 
 def run_started_info(plan: Plan, seed: int, path: Path) -> dict[str, Any]:

@@ -60,8 +60,7 @@ class SimulatedController(InProcessController):
         self.duration = duration or (lambda x: 1.0)
         self._heap: list[_Pending] = []
         self._seq = 0
-        self._running: dict[str, int] = {}  # worker -> eval_id it runs now
-        self._began: dict[str, float] = {}  # worker -> when that one started running
+        self._running: dict[str, tuple[int, float]] = {}  # worker -> (eval_id, its start)
         #: simulated seconds workers spent running evaluations (a queued one's wait is
         #: not in it, nor in the log's started..completed span it would be counted from)
         self.busy_seconds = 0.0
@@ -91,13 +90,17 @@ class SimulatedController(InProcessController):
                           if not (e.eval_id == cmd.eval_id and e.worker == cmd.worker)]
             heapq.heapify(self._heap)
         self.core.killed(cmd.worker, cmd.eval_id, cmd.attempt, cmd.reason)
-        if not waiting and self._running.get(cmd.worker) == cmd.eval_id:
+        if not waiting and self._runs(cmd.worker, cmd.eval_id):
             self._next(cmd.worker)
+
+    def _runs(self, worker: str, eval_id: int) -> bool:
+        running = self._running.get(worker)
+        return running is not None and running[0] == eval_id
 
     def _next(self, worker: str) -> None:
         """``worker``'s slot is free: start what it has queued, if anything."""
-        del self._running[worker]
-        self.busy_seconds += self.now - self._began.pop(worker, self.now)
+        _, began = self._running.pop(worker)
+        self.busy_seconds += self.now - began
         queue = self._queued.get(worker)
         if queue:
             cmd = queue.popleft()
@@ -122,7 +125,7 @@ class SimulatedController(InProcessController):
             self.core.failed(ev.worker, ev.eval_id, ev.attempt, ev.error, ev.seconds)
         else:
             self.core.completed(ev.worker, ev.eval_id, ev.attempt, ev.value, ev.seconds)
-        if self._running.get(ev.worker) == ev.eval_id:
+        if self._runs(ev.worker, ev.eval_id):
             self._next(ev.worker)
 
     def _elapsed(self, wall: float) -> float:
@@ -140,8 +143,7 @@ class SimulatedController(InProcessController):
             value, error = evaluate(self.objective, x, report if self._reports else None), ""
         except Exception as exc:  # the objective's failure becomes a failed record
             value, error = float("nan"), f"{type(exc).__name__}: {exc}"
-        self._running[cmd.worker] = cmd.eval_id
-        self._began[cmd.worker] = self.now
+        self._running[cmd.worker] = (cmd.eval_id, self.now)
         for k, p in enumerate(partials):
             self._push(self.now + length * (k + 1) / (len(partials) + 1), "partial", cmd, p)
         self._push(self.now + length, "done", cmd, value, error, length)
