@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 
@@ -20,7 +21,7 @@ from tests.unit.core_helpers import (
 )
 from tether.controller.core import ControllerCore, Dispatch, Finish, SendKill
 from tether.log.journal import MemoryJournal
-from tether.records import Evaluate, Status
+from tether.records import Evaluate, Record, Status, build_record
 
 
 # ---------------------------------------------------------------------- dispatch
@@ -385,3 +386,15 @@ def test_timeout_bookkeeping_stays_the_size_of_what_is_in_flight() -> None:
     core.tick()
     killed = {c.eval_id for c in kinds(core.take_commands(), SendKill)}
     assert killed == set(running)
+
+
+def test_records_built_on_the_hot_path_are_ordinary_frozen_records() -> None:
+    args = (7, (0.25, 0.5), Status.RUNNING, 1, 0, "w1", None, None, (0.3,), "tag",
+            1.5, 2.5, float("nan"))
+    built = build_record(*args)
+    assert type(built) is Record
+    assert dataclasses.astuple(built)[:12] == dataclasses.astuple(Record(*args))[:12]
+    assert built.in_flight and built.worker == "w1"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built.status = Status.COMPLETED  # type: ignore[misc]
+    assert dataclasses.replace(built, status=Status.COMPLETED).status is Status.COMPLETED

@@ -56,7 +56,8 @@ class Journal(Protocol):
     def append(self, ev: Event) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+# Commands are built per evaluation; not frozen, like the events (treat as immutable).
+@dataclass(slots=True)
 class Dispatch:
     worker: str
     eval_id: int
@@ -65,7 +66,7 @@ class Dispatch:
     timeout: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SendKill:
     worker: str
     eval_id: int
@@ -73,7 +74,7 @@ class SendKill:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     reason: str
 

@@ -32,11 +32,12 @@ from tether.events import (
     Started,
     WorkerJoined,
 )
-from tether.records import Record, RunView, Status
+from tether.records import Record, RunView, Status, build_record
 from tether.space import Space
 
 # module globals for the fold's status tests (an Enum class attribute costs ~100 ns)
 _PENDING, _RUNNING, _FAILED, _KILLED = Status.PENDING, Status.RUNNING, Status.FAILED, Status.KILLED
+_NAN = math.nan
 _TERMINAL_STATUS = {"completed": Status.COMPLETED, "failed": Status.FAILED,
                     "killed": Status.KILLED}
 
@@ -153,14 +154,14 @@ class RunState:
         if running is None:
             running = self.running_on[ev.worker] = set()
         running.add(ev.eval_id)
-        rec = Record(r.eval_id, r.x, _RUNNING, ev.attempt, r.failures, ev.worker,
+        rec = build_record(r.eval_id, r.x, _RUNNING, ev.attempt, r.failures, ev.worker,
                      r.value, r.error, r.partials, r.tag, r.t_proposed, ev.t, r.t_finished)
         self.view.put(rec)
         return rec
 
     def _partial(self, ev: Partial) -> Record:
         r = self.view.records[ev.eval_id]
-        rec = Record(r.eval_id, r.x, r.status, r.attempt, r.failures, r.worker, r.value,
+        rec = build_record(r.eval_id, r.x, r.status, r.attempt, r.failures, r.worker, r.value,
                      r.error, (*r.partials, ev.value), r.tag, r.t_proposed, r.t_started,
                      r.t_finished)
         self.view.put(rec)
@@ -169,7 +170,7 @@ class RunState:
     def _requeued(self, ev: Requeued) -> Record:
         r = self.view.records[ev.eval_id]
         self._not_running(r)
-        rec = Record(r.eval_id, r.x, _PENDING, ev.attempt, r.failures, None, r.value,
+        rec = build_record(r.eval_id, r.x, _PENDING, ev.attempt, r.failures, None, r.value,
                      r.error, r.partials, r.tag, r.t_proposed, r.t_started, r.t_finished)
         self.view.put(rec)
         self.queue.push(ev.eval_id, front=True)  # re-queued work goes first
@@ -182,7 +183,8 @@ class RunState:
         return self._terminal(ev, self.view.records[ev.eval_id])
 
     def _proposed(self, ev: Proposed) -> Record:
-        rec = Record(ev.eval_id, ev.x, tag=ev.tag, t_proposed=ev.t)
+        rec = build_record(ev.eval_id, ev.x, _PENDING, 0, 0, None, None, None, (), ev.tag, ev.t,
+                           _NAN, _NAN)
         self.view.put(rec)
         self.next_id = max(self.next_id, ev.eval_id + 1)
         self.queue.push(ev.eval_id)
@@ -203,7 +205,7 @@ class RunState:
         value = ev.value if isinstance(ev, Completed) else None
         error = None if isinstance(ev, Completed) else ev.error
         best_before = self.view.best
-        rec = Record(rec.eval_id, rec.x, status, rec.attempt,
+        rec = build_record(rec.eval_id, rec.x, status, rec.attempt,
                      rec.failures + (status is _FAILED), ev.worker or rec.worker, value,
                      error, rec.partials, rec.tag, rec.t_proposed, rec.t_started, ev.t)
         self.view.put(rec)

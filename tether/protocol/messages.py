@@ -1,7 +1,9 @@
 """The messages a worker and a controller exchange (see docs/protocol.md).
 
-Each message is a frozen dataclass; on the wire it is a msgpack map with ``v`` (protocol
-version), ``t`` (type) and the dataclass fields under their names.
+Each message is a slotted dataclass, not frozen (a frozen one costs four times as much to
+build, and several are built per evaluation): treat them as immutable. On the wire it is
+a msgpack map with ``v`` (protocol version), ``t`` (type) and the dataclass fields under
+their names.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ EvalRef = tuple[int, int]  # (eval_id, attempt)
 
 
 # ----------------------------------------------------------------- worker -> controller
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Hello:
     """First message on every (re)connection; says what the worker still holds."""
 
@@ -28,7 +30,7 @@ class Hello:
     job: str = ""  # batch job id when inside Slurm/PBS
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Partial:
     eval_id: int
     attempt: int
@@ -36,7 +38,7 @@ class Partial:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Running:
     """A prefetched evaluation left the worker's queue and started: its timeout starts now."""
 
@@ -44,7 +46,7 @@ class Running:
     attempt: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Result:
     eval_id: int
     attempt: int
@@ -52,7 +54,7 @@ class Result:
     seconds: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Failure:
     eval_id: int
     attempt: int
@@ -60,21 +62,21 @@ class Failure:
     seconds: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Killed:
     eval_id: int
     attempt: int
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Drain:
     """The worker takes no new work (its walltime is near) but finishes what it runs."""
 
     remaining: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Goodbye:
     """The worker is leaving; ``abandoned`` evaluations should be re-queued at once."""
 
@@ -83,7 +85,7 @@ class Goodbye:
 
 
 # ----------------------------------------------------------------- controller -> worker
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Welcome:
     epoch: str  # random per controller process: a change means the controller restarted
     heartbeat: float
@@ -91,7 +93,7 @@ class Welcome:
     names: tuple[str, ...] = ()  # the space's variable names, for TETHER_PARAMS and templates
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Evaluate:
     eval_id: int
     attempt: int
@@ -99,7 +101,7 @@ class Evaluate:
     timeout: float = 0.0  # 0: none
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Ack:
     """The controller has the outcome of (eval_id, attempt) in its log: forget it."""
 
@@ -107,27 +109,27 @@ class Ack:
     attempt: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Kill:
     eval_id: int
     attempt: int
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Terminate:
     """The run is over: finish up and exit 0."""
 
     reason: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Drained:
     """The controller has read the worker's ``Drain`` (or its Hello with no slots) and
     sends it no more work; whatever it dispatched before arrives ahead of this."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rehello:
     """The controller does not know this connection (e.g. it restarted): say Hello again,
     ``after`` seconds from now (0: at once). A hello refused by the controller's
@@ -137,7 +139,7 @@ class Rehello:
     after: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Status:
     """Answer to ``status_query``: a snapshot of the run (see ControllerSession.status)."""
 
@@ -145,13 +147,13 @@ class Status:
 
 
 # ----------------------------------------------------------------- observers
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StatusQuery:
     """From ``tether status``: an observer that never says hello and is never given work."""
 
 
 # ----------------------------------------------------------------- both ways
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heartbeat:
     pass
 
