@@ -89,7 +89,7 @@ def frozen_builder(cls: type[_T]) -> Callable[..., _T]:
     def build(*args: Any) -> _T:
         obj = twin(*args)
         obj.__class__ = cls
-        return obj  # type: ignore[no-any-return]
+        return obj
 
     return build
 
