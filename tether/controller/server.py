@@ -39,6 +39,14 @@ CATCH_UP_BATCHES = 50  # before a liveness check: up to 50,000 waiting frames (1
 # of the same message still works, through the general path.
 HEARTBEAT_FRAME = codec.encode(m.Heartbeat())
 
+# pyzmq's Socket.send and recv are Python wrappers (the "sugar" layer) around compiled
+# methods; with plain bytes and flags they only pass their arguments on. Called
+# directly, a ROUTER frame (two sends) costs 2.2 µs instead of 4.8 through
+# send_multipart, and the hot path sends about one per evaluation.
+_send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
+_MORE_NOBLOCK = zmq.SNDMORE | zmq.NOBLOCK
+
 
 @dataclass
 class ServerStats:
@@ -168,17 +176,17 @@ class ControllerServer:
         if self.settings.keys is not None:
             return self._drain_curve()
         sock = self.sock
-        recv, more, handle = sock.recv, sock.getsockopt, self._handle
+        recv, more, handle, noblock = _recv, sock.getsockopt, self._handle, zmq.NOBLOCK
         for n in range(MAX_BATCH):
             # two recvs and one RCVMORE test instead of recv_multipart (a list, a loop and
             # a test per frame): with 10,000 workers this runs 10,000 times a second
             try:
-                rid = recv(zmq.NOBLOCK)
+                rid = recv(sock, noblock)
             except zmq.Again:
                 return n
-            frames = [rid, recv(zmq.NOBLOCK)]  # a ROUTER message is whole once it is here
+            frames = [rid, recv(sock, noblock)]  # a ROUTER message is whole once it is here
             while more(zmq.RCVMORE):  # a peer's multi-frame message: refused by _handle
-                frames.append(recv(zmq.NOBLOCK))
+                frames.append(recv(sock, noblock))
             handle(frames)
         return MAX_BATCH
 
@@ -264,8 +272,10 @@ class ControllerServer:
                 self._send(rid, msgs[k:k + codec.MAX_BATCH])
 
     def _send(self, rid: bytes, msgs: list[m.Message]) -> None:
+        frame = codec.encode_many(msgs)
         try:
-            self.sock.send_multipart([rid, codec.encode_many(msgs)], zmq.NOBLOCK)
+            _send(self.sock, rid, _MORE_NOBLOCK)  # ROUTER_MANDATORY: an unknown peer fails here
+            _send(self.sock, frame, zmq.NOBLOCK)  # and a full queue (EAGAIN) at the first part
         except zmq.ZMQError as exc:  # EHOSTUNREACH (gone) or EAGAIN (peer's queue full)
             self.stats.unroutable += 1
             for msg in msgs:
@@ -276,11 +286,11 @@ class ControllerServer:
 
     def _send_beats(self) -> None:
         """Owed heartbeats, each a constant frame (no per-peer encoding or grouping)."""
-        send, beat, first = self.sock.send, HEARTBEAT_FRAME, zmq.SNDMORE | zmq.NOBLOCK
+        sock, beat = self.sock, HEARTBEAT_FRAME
         for rid in self.session.take_beats():
             try:  # ROUTER_MANDATORY: an unknown peer fails at its routing id
-                send(rid, first)
-                send(beat, zmq.NOBLOCK)
+                _send(sock, rid, _MORE_NOBLOCK)
+                _send(sock, beat, zmq.NOBLOCK)
             except zmq.ZMQError as exc:
                 self.stats.unroutable += 1
                 self.session.undeliverable(rid, m.Heartbeat(), gone=exc.errno == zmq.EHOSTUNREACH)

@@ -95,7 +95,29 @@ MAX_BATCH = 1024  # messages in one frame
 _PACKER = msgpack.Packer(use_bin_type=True)  # reused: packing is on the hot path
 
 
+_V = m.PROTOCOL_VERSION
+
+# The messages sent once per evaluation, as literal maps: the general loop over the
+# schema below costs twice as much. tests/unit/test_codec.py checks they match it.
+_LITERAL: dict[type, Callable[[Any], dict[str, Any]]] = {
+    m.Evaluate: lambda e: {"v": _V, "t": "evaluate", "eval_id": e.eval_id,
+                           "attempt": e.attempt, "x": e.x, "timeout": e.timeout},
+    m.Ack: lambda a: {"v": _V, "t": "ack", "eval_id": a.eval_id, "attempt": a.attempt},
+    m.Result: lambda r: {"v": _V, "t": "result", "eval_id": r.eval_id,
+                         "attempt": r.attempt, "value": r.value, "seconds": r.seconds},
+    m.Running: lambda r: {"v": _V, "t": "running", "eval_id": r.eval_id,
+                          "attempt": r.attempt},
+}
+
+
 def _body(msg: m.Message) -> dict[str, Any]:
+    literal = _LITERAL.get(type(msg))
+    if literal is not None:
+        return literal(msg)
+    return _general_body(msg)
+
+
+def _general_body(msg: m.Message) -> dict[str, Any]:
     name = _NAMES.get(type(msg))
     if name is None:
         raise LocalProtocolError(f"not a protocol message: {msg!r}")

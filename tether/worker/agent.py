@@ -51,6 +51,9 @@ log = logging.getLogger("tether.worker")
 
 SIGNAL_HOLD = 1.0  # seconds a signalled program's failure waits for the agent's own SIGTERM
 IN_TURN_BATCH = 0.005  # seconds of queued in-process evaluations run in one loop turn
+# the compiled send/recv under pyzmq's Python wrappers (see tether/controller/server.py)
+_send = zmq.backend.Socket.send
+_recv = zmq.backend.Socket.recv
 
 
 @dataclass
@@ -180,7 +183,7 @@ class WorkerAgent:
     def _read_socket(self, now: float) -> None:
         while self.sock is not None:
             try:
-                frame = self.sock.recv(zmq.NOBLOCK)
+                frame = _recv(self.sock, zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:
@@ -275,7 +278,7 @@ class WorkerAgent:
         for i in range(0, len(out), codec.MAX_BATCH):
             # zmq.Again: not connected (IMMEDIATE); the handshake timeout will retry
             with contextlib.suppress(zmq.Again):
-                self.sock.send(codec.encode_many(out[i:i + codec.MAX_BATCH]), zmq.NOBLOCK)
+                _send(self.sock, codec.encode_many(out[i:i + codec.MAX_BATCH]), zmq.NOBLOCK)
 
     # ------------------------------------------------------------ connection
     def _endpoint(self) -> str | None:
