@@ -1,4 +1,4 @@
-"""What a running controller prints: progress and failures, read off the event stream.
+"""What a running controller prints: progress and failures, read off the run state.
 
 On a terminal a live tqdm line (completed/budget, running, best, rate, time left at this
 rate); elsewhere (a daemon, a batch job's output file) one plain line every
@@ -15,12 +15,15 @@ import time
 from collections.abc import Callable
 from typing import IO, Any
 
-from tether.events import Completed, Event, Failed, Killed, Started
+from tether.controller.state import RunState
 
 FAIL_WINDOW, FAILS_PER_WINDOW = 10.0, 3
 
 
 class Progress:
+    """Reads the run state at each tick (:meth:`attach` it first). It watched every event
+    once; reading the counters the state keeps anyway costs nothing per event."""
+
     def __init__(self, budget: int, every: float, out: IO[str] | None = None,
                  clock: Callable[[], float] = time.monotonic, live: bool | None = None) -> None:
         self.out = out or sys.stderr
@@ -30,6 +33,8 @@ class Progress:
         self.live = self.out.isatty() if live is None else live
         self.completed = self.failed = self.running = 0
         self.best: float | None = None
+        self.state: RunState | None = None
+        self._failed_seen = 0  # failures already shown or counted as held back
         self._t0 = clock()
         self._next = self._t0 + every
         self._fail_window_end = -math.inf
@@ -37,27 +42,35 @@ class Progress:
         self._bar: Any = None  # made at the first tick: after the startup lines, and from
         # the counts a resumed run starts with (a bar drawn earlier mangles those lines)
 
-    # ------------------------------------------------------------ the event stream
-    def append(self, ev: Event) -> None:
-        kind = type(ev)  # exact types: this sees every event of the run
-        if kind is Started:
-            self.running += 1
-        elif kind is Completed or kind is Failed or kind is Killed:
-            self.running = max(0, self.running - 1)
-            if isinstance(ev, Completed):
-                self.completed += 1
-                best = self.best
-                self.best = ev.value if best is None or ev.value < best else best
-                if self._bar is not None:
-                    self._bar.update(1)
-            elif isinstance(ev, Failed):
-                self.failed += 1
-                self._show_failure(ev)
+    def attach(self, state: RunState) -> None:
+        """Follow ``state`` from now on; failures it already holds (a resumed run's) are
+        not shown again."""
+        self.state = state
+        self._read()
+        self._failed_seen = self.failed
 
-    def set_running(self, n: int) -> None:
-        self.running = n
+    def _read(self) -> None:
+        st = self.state
+        if st is None:
+            return
+        v = st.view
+        self.completed, self.failed = v.n_completed, st.n_failed
+        self.running = v.n_in_flight - len(st.queue)  # in flight and not waiting here
+        self.best = v.best.value if v.best is not None else None
 
-    def _show_failure(self, ev: Failed) -> None:
+    def _show_failures(self) -> None:
+        """The failures since the last tick, from the state's most recent ones (older
+        ones in a burst longer than that list only count as held back)."""
+        new = self.failed - self._failed_seen
+        if new <= 0 or self.state is None:
+            return
+        self._failed_seen = self.failed
+        recent = list(self.state.recent_failures)[-new:]
+        for _t, eval_id, worker, first in recent:
+            self._show_failure(eval_id, worker, first)
+        self._fails_held += new - len(recent)
+
+    def _show_failure(self, eval_id: int, worker: str, first: str) -> None:
         now = self.clock()
         if now >= self._fail_window_end:
             if self._fails_held:
@@ -65,13 +78,14 @@ class Progress:
             self._fail_window_end, self._fails_shown, self._fails_held = now + FAIL_WINDOW, 0, 0
         if self._fails_shown < FAILS_PER_WINDOW:
             self._fails_shown += 1
-            first = (ev.error.strip().splitlines() or ["failed"])[0][:200]
-            self._say(f"evaluation {ev.eval_id} failed on {ev.worker or '?'}: {first}")
+            self._say(f"evaluation {eval_id} failed on {worker or '?'}: {first or 'failed'}")
         else:
             self._fails_held += 1
 
     # ------------------------------------------------------------ time
     def tick(self) -> None:
+        self._read()
+        self._show_failures()
         if self.every <= 0:
             return
         now = self.clock()
@@ -81,6 +95,7 @@ class Progress:
             self._bar = tqdm(total=self.budget, initial=self.completed, file=self.out,
                              unit="eval", dynamic_ncols=True, desc="tether", leave=True)
         if self._bar is not None:
+            self._bar.update(self.completed - self._bar.n)
             self._bar.set_postfix_str(self._postfix(), refresh=False)
             self._bar.refresh()
             return
@@ -105,26 +120,16 @@ class Progress:
             print(text, file=self.out, flush=True)
 
     def close(self) -> None:
+        self._read()
+        self._show_failures()
+        if self._fails_held:  # the last window's count is said too, not lost at the end
+            self._say(f"... {self._fails_held} more failures not shown")
+            self._fails_held = 0
         if self._bar is not None:
+            self._bar.update(self.completed - self._bar.n)
             self._bar.set_postfix_str(self._postfix(), refresh=False)  # the final counts
             self._bar.close()
             self._bar = None
-
-
-class Tee:
-    """A journal that also shows each event to observers (progress, status)."""
-
-    def __init__(self, journal: Any, *observers: Any) -> None:
-        self.journal = journal
-        self.observers = observers
-
-    def append(self, ev: Event) -> None:
-        self.journal.append(ev)
-        for obs in self.observers:
-            obs.append(ev)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.journal, name)
 
 
 def _fmt(v: float | None) -> str:

@@ -19,7 +19,7 @@ import zmq
 
 from tether import keys
 from tether.controller.core import ControllerCore
-from tether.controller.progress import Progress, Tee
+from tether.controller.progress import Progress
 from tether.controller.session import ControllerSession
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError, RemoteProtocolError
@@ -68,8 +68,7 @@ class ControllerServer:
         self.journal = journal
         self.clock = clock
         self.progress = progress
-        sink = Tee(journal, progress) if progress is not None else journal
-        self.core = ControllerCore(space, strategy, settings, sink, clock, run_info)
+        self.core = ControllerCore(space, strategy, settings, journal, clock, run_info)
         self.stop_requested: str | None = None  # set from a signal handler
         self._last_tick = clock()
         self.epoch = secrets.token_hex(8)
@@ -117,12 +116,8 @@ class ControllerServer:
         else:
             self.core.resume(resume_events, self.settings.resume_grace)
         self.journal.flush()
-        if self.progress is not None:
-            st = self.core.state
-            self.progress.completed, self.progress.failed = st.view.n_completed, st.n_failed
-            self.progress.set_running(sum(1 for r in st.view.pending() if r.worker))
-            best = st.view.best
-            self.progress.best = best.value if best is not None else None
+        if self.progress is not None:  # it reads the state at each tick from now on
+            self.progress.attach(self.core.state)
 
     def run(self) -> str:
         """Serve until the run finishes; return the reason it finished."""
