@@ -17,7 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tether import __version__, keys
+from tether import __version__, gcpolicy, keys
 from tether.addressfile import write_address
 from tether.controller.core import ControllerCore
 from tether.controller.detach import hold_pidfile
@@ -262,6 +262,7 @@ def run_controller(args: ControllerArgs, pidfile: str | None = None) -> int:
 
 
 def _run_controller(args: ControllerArgs) -> int:
+    gcpolicy.tune()
     check_advertise(args.advertise)
     config, head = build(args)
     if config.run.keys is not None:

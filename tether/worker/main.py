@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 
-from tether import keys
+from tether import gcpolicy, keys
 from tether.errors import ConfigError
 from tether.worker.agent import WorkerAgent, WorkerOptions
 from tether.worker.evaluators import Evaluator, make_evaluator
@@ -41,6 +41,7 @@ def in_batch_job() -> bool:
 
 
 def run_worker(a: argparse.Namespace) -> int:
+    gcpolicy.tune()
     if a.keys:
         keys.load_client(a.keys)  # unusable keys: exit 2 now, not at the first connection
     walltime = a.walltime if a.walltime is not None else job_seconds_left()
