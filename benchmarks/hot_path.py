@@ -113,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="also encode every frame sent and decode every result frame")
     ap.add_argument("--json", metavar="OUT")
     a = ap.parse_args(argv)
+    try:  # the garbage collector's thresholds as the daemon sets them (trees since 2026-11-30)
+        from tether import gcpolicy
+        gcpolicy.tune()
+    except ImportError:
+        pass
     run(2_000, a.workers, a.prefetch, wire=a.wire)  # warm-up: imports, first allocations
     per = [run(a.evaluations, a.workers, a.prefetch, wire=a.wire) for _ in range(a.repeats)]
     prof = cProfile.Profile()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,16 @@ def test_the_core_stamps_events_with_microseconds() -> None:
     core.start()
     core.join("w")
     assert j.events and all(e["t"] == round(1700000000.123456789, 6) for e in j.events)
+    # any clock reading: a whole number of microseconds, at most one away, never back
+    rng = random.Random(3)
+    times = sorted(1.7e9 + rng.random() * 1e8 for _ in range(20_000))
+    stamps = []
+    for x in times:
+        core.clock = lambda x=x: x
+        stamps.append(core._now())
+    assert all(len(repr(t).split(".")[1]) <= 6 and abs(t - x) <= 1e-6
+               for t, x in zip(stamps, times))
+    assert stamps == sorted(stamps)
 
 
 def test_writer_continues_from_start_seq(tmp_path: Path) -> None:
