@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     calls = stats.total_calls / a.evaluations  # type: ignore[attr-defined]
     med = statistics.median(per) * 1e6
     import tether
-    print(f"tether at {Path(tether.__file__).parent}{' (--wire)' if a.wire else ''}: {med:.1f} µs CPU per evaluation "
+    wire = " (--wire)" if a.wire else ""
+    print(f"tether at {Path(tether.__file__).parent}{wire}: {med:.1f} µs CPU per evaluation "
           f"(median of {a.repeats}: {', '.join(f'{p * 1e6:.1f}' for p in per)}), "
           f"{calls:.0f} Python calls per evaluation; Python {sys.version.split()[0]}")
     if a.profile:
