@@ -9,7 +9,6 @@ session's outbox until a controller acknowledges it.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import random
@@ -276,9 +275,11 @@ class WorkerAgent:
             return
         out = compact(out)
         for i in range(0, len(out), codec.MAX_BATCH):
-            # zmq.Again: not connected (IMMEDIATE); the handshake timeout will retry
-            with contextlib.suppress(zmq.Again):
+            # once per frame: a try, not contextlib.suppress (1 µs)
+            try:  # noqa: SIM105
                 _send(self.sock, codec.encode_many(out[i:i + codec.MAX_BATCH]), zmq.NOBLOCK)
+            except zmq.Again:  # not connected (IMMEDIATE); the handshake timeout will retry
+                pass
 
     # ------------------------------------------------------------ connection
     def _endpoint(self) -> str | None:
