@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from tether.controller.core import ControllerCore
 from tether.controller.session import ControllerSession
 from tether.controller.settings import RunSettings
+from tether.controller.workers import WorkerPool
 from tether.log.journal import MemoryJournal
 from tether.protocol import messages as m
 from tether.space import Space
@@ -344,3 +346,29 @@ def test_auto_prefetch_of_many_workers_is_bounded_in_all() -> None:
     first = evaluates(out, b"R0")
     sess.receive(b"R0", m.Result(first[0].eval_id, 0, 1.0, seconds=0.0), clock.t)
     assert len(evaluates(sent(sess), b"R0")) == 1 + 20 - 1
+
+
+def test_pool_counts_stay_exact_under_random_holds_releases_and_rehold() -> None:
+    """The inlined free-slot bookkeeping against a recount from scratch, including a
+    worker given a later attempt of an evaluation it still holds."""
+    rng = random.Random(5)
+    pool = WorkerPool()
+    ws = [pool.add(f"w{i}", slots=rng.randint(1, 3), draining=False,
+                   prefetch=rng.choice([0, 1, 2, "auto"]))
+          for i in range(5)]
+    for step in range(5000):
+        w = rng.choice(ws)
+        op = rng.random()
+        if op < 0.45:
+            pool.hold(w, rng.randint(0, 20), step)
+        elif op < 0.9:
+            pool.release(w, rng.randint(0, 20))
+        elif op < 0.95:
+            pool.observe(w, rng.random() * 0.01)
+        elif not w.draining:
+            pool.set_draining(w)
+        free = {x.name: x.free for x in ws}
+        assert pool.n_free == sum(free.values())
+        assert set(pool._free) == {n for n, f in free.items() if f > 0}
+        assert all(pool.holders.get(e, {}).get(x.name) == a
+                   for x in ws for e, a in x.busy.items())

@@ -87,18 +87,36 @@ class WorkerPool:
             self._unhold(eval_id, name)
         return w
 
+    # hold and release run once per evaluation each: the free-slot count before and
+    # after is worked out inline from the busy count (two property calls and a _sync
+    # call less per evaluation)
     def hold(self, w: WorkerState, eval_id: int, attempt: int) -> None:
-        before = w.free
-        w.busy[eval_id] = attempt
-        self.holders.setdefault(eval_id, {})[w.name] = attempt
+        busy = w.busy
+        n = len(busy)
+        busy[eval_id] = attempt  # (a later attempt of what it holds replaces it: no growth)
+        held = self.holders.get(eval_id)
+        if held is None:
+            self.holders[eval_id] = {w.name: attempt}
+        else:
+            held[w.name] = attempt
         self._free.pop(w.name, None)  # round robin: it queues up behind the others
-        self._sync(w, before)
+        if not w.draining:
+            cap = w.slots + w.prefetch
+            if len(busy) > n and cap > n:
+                self.n_free -= 1
+            if cap > len(busy):
+                self._free[w.name] = None
 
     def release(self, w: WorkerState, eval_id: int) -> None:
-        before = w.free
-        if w.busy.pop(eval_id, None) is not None:
-            self._unhold(eval_id, w.name)
-        self._sync(w, before)
+        if w.busy.pop(eval_id, None) is None:
+            return
+        self._unhold(eval_id, w.name)
+        if not w.draining:
+            room = w.slots + w.prefetch - len(w.busy)  # free after; one less before
+            if room > 0:
+                self.n_free += 1
+                if w.name not in self._free:
+                    self._free[w.name] = None
 
     def observe(self, w: WorkerState, seconds: float) -> None:
         """An evaluation of ``w`` took ``seconds`` (its own report): with auto prefetch,
