@@ -26,15 +26,17 @@ class RandomSampling(Strategy):
         self.space = space
         self.seed = seed
         self._block = -1
-        self._draws = np.zeros((0, space.dim))
+        self._draws: list[tuple[float, ...]] = []
 
     def propose(self, view: RunView) -> Proposal | None:
         block, i = divmod(len(view.records), self.BLOCK)
         if block != self._block:
             rng = rng_for(self.seed, block)
-            self._draws = self.space.from_unit(rng.random((self.BLOCK, self.space.dim)))
+            # as tuples of floats once per block, not a numpy row per point (Evaluate.at)
+            draws = self.space.from_unit(rng.random((self.BLOCK, self.space.dim)))
+            self._draws = [tuple(row) for row in draws.tolist()]
             self._block = block
-        return Evaluate.at(self._draws[i])
+        return Evaluate(self._draws[i])
 
 
 class LatinHypercube(Strategy):
