@@ -392,3 +392,27 @@ def test_the_result_fast_path_decodes_as_the_general_one() -> None:
     with pytest.raises(RemoteProtocolError):  # a result where only the controller's may go
         codec.decode(frame(eval_id=3, attempt=1, value=0.5, seconds=0.0),
                      m.CONTROLLER_MESSAGES)
+
+
+def test_the_evaluate_fast_path_decodes_as_the_general_one() -> None:
+    def frame(**fields: object) -> bytes:
+        body = {"v": m.PROTOCOL_VERSION, "t": "evaluate", **fields}
+        return bytes(msgpack.packb(body))
+
+    fast = codec.decode(frame(eval_id=3, attempt=1, x=[0.5, 0.25], timeout=60.0))
+    assert fast == m.Evaluate(3, 1, (0.5, 0.25), 60.0) and type(fast.x) is tuple
+    assert codec.decode(codec.encode(m.Evaluate(4, 0, (1e-300, -2.0), 0.0))) == \
+        m.Evaluate(4, 0, (1e-300, -2.0), 0.0)
+    # ints where floats go, a missing field: the general path, with its coercions
+    assert codec.decode(frame(eval_id=3, attempt=1, x=[1, 0.5], timeout=0)) == \
+        m.Evaluate(3, 1, (1.0, 0.5), 0.0)
+    assert codec.decode(frame(eval_id=3, attempt=1, x=[0.5])) == m.Evaluate(3, 1, (0.5,))
+    for bad in (frame(eval_id=3, attempt=1, x=["a"], timeout=0.0),
+                frame(eval_id=3, attempt=False, x=[0.5], timeout=0.0),
+                frame(eval_id=3, attempt=1, x={"a": 1.0}, timeout=0.0)):
+        with pytest.raises(RemoteProtocolError):
+            codec.decode(bad)
+    with pytest.raises(RemoteProtocolError):  # an evaluate where only a worker's may go
+        codec.decode(frame(eval_id=3, attempt=1, x=[0.5], timeout=0.0), m.WORKER_MESSAGES)
+    with pytest.raises(RemoteProtocolError):  # an unhashable type field is refused, not a crash
+        codec.decode(bytes(msgpack.packb({"v": 1, "t": ["evaluate"]})))

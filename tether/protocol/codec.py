@@ -182,18 +182,35 @@ def _result(obj: dict[str, Any]) -> m.Result | None:
     return None
 
 
+def _evaluate(obj: dict[str, Any]) -> m.Evaluate | None:
+    """An ``evaluate`` exactly as the controller writes it (one per evaluation at the
+    worker), the same way."""
+    if len(obj) != 6:
+        return None
+    e, a, x, to = obj.get("eval_id"), obj.get("attempt"), obj.get("x"), obj.get("timeout")
+    if (type(e) is int and type(a) is int and type(x) is list and type(to) is float
+            and all(type(i) is float for i in x)):
+        return m.Evaluate(e, a, tuple(x), to)
+    return None
+
+
+_FAST: dict[str, tuple[type, Callable[[dict[str, Any]], m.Message | None]]] = {
+    "result": (m.Result, _result), "evaluate": (m.Evaluate, _evaluate)}
+
+
 def _message(obj: Any, allowed: tuple[type, ...] | None) -> m.Message:
     if not isinstance(obj, dict):
         raise RemoteProtocolError("message is not a map")
     version = obj.get("v")
-    if obj.get("t") == "result" and type(version) is int and version == m.PROTOCOL_VERSION and (
-            allowed is None or m.Result in allowed):
-        fast = _result(obj)
-        if fast is not None:
-            return fast
+    kind = obj.get("t")
+    fast = _FAST.get(kind) if type(kind) is str else None
+    if (fast is not None and type(version) is int and version == m.PROTOCOL_VERSION
+            and (allowed is None or fast[0] in allowed)):
+        quick = fast[1](obj)
+        if quick is not None:
+            return quick
     if type(version) is not int or version != m.PROTOCOL_VERSION:
         raise RemoteProtocolError(f"unsupported protocol version {version!r}")
-    kind = obj.get("t")
     cls = _TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise RemoteProtocolError(f"unknown message type {obj.get('t')!r}")
