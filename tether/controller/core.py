@@ -474,7 +474,10 @@ class ControllerCore:
 
     def _kill_holders(self, eval_id: int, reason: str, but: str | None = None) -> None:
         """Tell every worker still running ``eval_id`` (any attempt) to stop."""
-        for name, attempt in self.workers.holding(eval_id).items():
+        held = self.workers.holders.get(eval_id)
+        if held is None:  # the usual case after an outcome: its worker released it
+            return
+        for name, attempt in list(held.items()):
             if name != but:
                 self.commands.append(SendKill(name, eval_id, attempt, reason))
 

@@ -143,9 +143,6 @@ class WorkerPool:
             return self.by_name[name]
         return None
 
-    def holding(self, eval_id: int) -> dict[str, int]:
-        return self.holders.get(eval_id, {})
-
     def _unhold(self, eval_id: int, name: str) -> None:
         held = self.holders.get(eval_id)
         if held is not None:
