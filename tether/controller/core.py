@@ -494,7 +494,7 @@ class ControllerCore:
             self.end("patience")
         elif s.max_time is not None and self.clock() - st.t0 >= s.max_time:
             self.end("max_time")
-        elif st.fail_streak >= self.max_failures:
+        elif st.fail_streak and st.fail_streak >= self.max_failures:
             self.end("too many failures")
 
     @property
