@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD .venv/bin/python benchmarks/bo_regret.py [--problem branin]
         [--seeds 10] [--first 0] [--jobs 1] [--impl tether|trieste|both]
-        [--strategy async-bo] [--opt key=value ...]
+        [--strategy async-bo] [--budget N] [--opt key=value ...]
 
 Problems (issue 6):
 - ``branin``: scaled Branin on [0, 1]^2, 3 initial points, 3 workers, 30 observations,
@@ -116,9 +116,15 @@ def main() -> None:
     ap.add_argument("--json", help="write the per-run results here")
     ap.add_argument("--durations", default="sum", choices=["sum", "const"],
                     help="branin: 1 + u0 + u1 (default) or equal durations")
+    ap.add_argument("--budget", type=int, default=0,
+                    help="evaluations per run instead of the problem's (a diagnostic: "
+                         "is the budget what limits a strategy? docs/bo.md, Fifth pass)")
     a = ap.parse_args()
     global DURATIONS
     DURATIONS = a.durations
+    if a.budget > 0:  # forked workers inherit the changed table
+        for p in PROBLEMS.values():
+            p["budget"] = a.budget
     extra: dict[str, Any] = {}
     for kv in a.opt:
         k, _, v = kv.partition("=")
