@@ -465,6 +465,16 @@ def stub_role(a: argparse.Namespace) -> int:
     sock = ctx.socket(zmq.ROUTER)
     sock.setsockopt(zmq.SNDHWM, 100_000)
     sock.setsockopt(zmq.RCVHWM, 100_000)
+    # --stub-opts: tether's own socket options, one by one, to find what a cost comes from
+    opts = set(filter(None, a.stub_opts.split(",")))
+    if "mandatory" in opts:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    if "maxmsg" in opts:
+        sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+    if "zmtp" in opts:  # as tether's controller: a ping every 10 heartbeats
+        ivl = max(1000, int(a.heartbeat * 10_000))
+        sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * a.liveness)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     tmp = Path(a.address_file + ".tmp")
     tmp.write_text(f"tcp://127.0.0.1:{port}\n")
@@ -533,7 +543,8 @@ def scenario(a: argparse.Namespace, n: int, slots: int, work: Path, tag: str,
     t_stop = math.inf  # until the simulators are told to stop: every loss counts as false
     try:
         if stub:
-            cmd = me + ["--_role", "stub", "--_address-file", str(addr), "--heartbeat", str(a.heartbeat),
+            cmd = me + ["--_role", "stub", "--_address-file", str(addr), "--stub-opts", a.stub_opts,
+                        "--heartbeat", str(a.heartbeat),
                         "--liveness", str(a.liveness)]
         else:
             cmd = [py, "-m", "tether", "controller", str(cfg), "--address-file", str(addr)]
@@ -713,6 +724,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="run the slots scenario even if tether worker has no --slots")
     ap.add_argument("--stub-workers", type=int, nargs="*", default=[1000, 10000], metavar="N",
                     help="also run these counts against a minimal stub controller: the simulator's bound")
+    ap.add_argument("--stub-opts", default="", metavar="A,B",
+                    help="the stub controller also sets these of tether's socket options: "
+                         "mandatory (ROUTER_MANDATORY), maxmsg (MAXMSGSIZE), zmtp (ZMTP pings)")
     ap.add_argument("--sim-procs", type=int, default=4, help="simulator processes (default 4)")
     ap.add_argument("--cprofile", metavar="PREFIX",
                     help="profile the controller: PREFIX.<scenario> per scenario (cProfile)")
