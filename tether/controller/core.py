@@ -477,7 +477,7 @@ class ControllerCore:
         held = self.workers.holders.get(eval_id)
         if held is None:  # the usual case after an outcome: its worker released it
             return
-        for name, attempt in list(held.items()):
+        for name, attempt in held.items():
             if name != but:
                 self.commands.append(SendKill(name, eval_id, attempt, reason))
 

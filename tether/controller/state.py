@@ -155,15 +155,16 @@ class RunState:
             running = self.running_on[ev.worker] = set()
         running.add(ev.eval_id)
         rec = build_record(r.eval_id, r.x, _RUNNING, ev.attempt, r.failures, ev.worker,
-                     r.value, r.error, r.partials, r.tag, r.t_proposed, ev.t, r.t_finished)
+                           r.value, r.error, r.partials, r.tag, r.t_proposed, ev.t,
+                           r.t_finished)
         self.view.put(rec)
         return rec
 
     def _partial(self, ev: Partial) -> Record:
         r = self.view.records[ev.eval_id]
         rec = build_record(r.eval_id, r.x, r.status, r.attempt, r.failures, r.worker, r.value,
-                     r.error, (*r.partials, ev.value), r.tag, r.t_proposed, r.t_started,
-                     r.t_finished)
+                           r.error, (*r.partials, ev.value), r.tag, r.t_proposed,
+                           r.t_started, r.t_finished)
         self.view.put(rec)
         return rec
 
@@ -171,7 +172,8 @@ class RunState:
         r = self.view.records[ev.eval_id]
         self._not_running(r)
         rec = build_record(r.eval_id, r.x, _PENDING, ev.attempt, r.failures, None, r.value,
-                     r.error, r.partials, r.tag, r.t_proposed, r.t_started, r.t_finished)
+                           r.error, r.partials, r.tag, r.t_proposed, r.t_started,
+                           r.t_finished)
         self.view.put(rec)
         self.queue.push(ev.eval_id, front=True)  # re-queued work goes first
         return rec
@@ -206,8 +208,8 @@ class RunState:
         error = None if isinstance(ev, Completed) else ev.error
         best_before = self.view.best
         rec = build_record(rec.eval_id, rec.x, status, rec.attempt,
-                     rec.failures + (status is _FAILED), ev.worker or rec.worker, value,
-                     error, rec.partials, rec.tag, rec.t_proposed, rec.t_started, ev.t)
+                           rec.failures + (status is _FAILED), ev.worker or rec.worker, value,
+                           error, rec.partials, rec.tag, rec.t_proposed, rec.t_started, ev.t)
         self.view.put(rec)
         if self.view.best is not best_before:
             self.last_improvement = self.view.n_completed
