@@ -77,6 +77,7 @@ PROGRESS_EVERY = 0.5  # seconds between a simulator's progress lines
 # as tether's workers on a live connection: without a welcome after 2 s, say hello again,
 # doubling the wait to 30 s (tether/protocol/session.py)
 HELLO_RETRY, HELLO_RETRY_MAX = 2.0, 30.0
+SOCKETS_PER_CONTEXT = 100  # simulated workers per libzmq context (I/O thread)
 
 
 class BenchError(Exception):
@@ -119,8 +120,11 @@ class Simulator:
         self.zmtp_ping = zmtp_ping
         self.names = [f"{prefix}{i}" for i in range(first, first + count)]
         self.session = uuid.uuid4().hex
-        self.ctx = zmq.Context()
-        self.ctx.set(zmq.MAX_SOCKETS, count + 64)
+        # A real worker has an I/O thread of its own; one context (one I/O thread) for
+        # thousands of pinging sockets would cost the simulator O(n) per ping (libzmq's
+        # cancel_timer scans all of a thread's timers), so sockets share contexts by the
+        # hundred: the simulator's own cost stays small and out of the controller's way.
+        self.ctxs = [zmq.Context() for _ in range(max(1, -(-count // SOCKETS_PER_CONTEXT)))]
         self.socks: list[Any] = []
         self.by_fd: dict[int, int] = {}
         self.welcomed = [False] * count
@@ -161,7 +165,7 @@ class Simulator:
         zmq = self.zmq
         self.t_begin = time.time()
         for i in range(self.n):
-            s = self.ctx.socket(zmq.DEALER)
+            s = self.ctxs[i // SOCKETS_PER_CONTEXT].socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
             # the real worker's ZMTP pings (tether/worker/agent.py), answered by the
             # controller's I/O thread: part of what holding 10,000 workers costs it
@@ -317,7 +321,8 @@ class Simulator:
                 self.progress()
         for s in self.socks:
             s.close(0)
-        self.ctx.term()
+        for ctx in self.ctxs:
+            ctx.term()
         return 0
 
 
@@ -726,7 +731,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run these counts against a minimal stub controller: the simulator's bound")
     ap.add_argument("--stub-opts", default="", metavar="A,B",
                     help="the stub controller also sets these of tether's socket options: "
-                         "mandatory (ROUTER_MANDATORY), maxmsg (MAXMSGSIZE), zmtp (ZMTP pings)")
+                         "mandatory (ROUTER_MANDATORY), maxmsg (MAXMSGSIZE), "
+                        "zmtp (ZMTP pings, as the controller sent them before the sixth pass)")
     ap.add_argument("--sim-procs", type=int, default=4, help="simulator processes (default 4)")
     ap.add_argument("--cprofile", metavar="PREFIX",
                     help="profile the controller: PREFIX.<scenario> per scenario (cProfile)")

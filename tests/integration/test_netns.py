@@ -138,3 +138,43 @@ def test_network_cut_longer_than_liveness(cluster: Cluster, netns: tuple[str, st
     print(f"\nnetwork cut: lost after {lost_t - t_cut:.2f} s, rejoined {t_rejoin - t_up:.2f} s "
           f"after the link came back; eval {eval_id} completed by {done[0]['worker']}")
 
+
+
+def _peers_of(port: str) -> list[str]:
+    """Remote addresses of the host's established TCP connections on local ``port``."""
+    r = subprocess.run(["ss", "-Htn", "state", "established", f"( sport = :{port} )"],
+                       capture_output=True, text=True, timeout=30, check=True)
+    return [line.split()[-1] for line in r.stdout.splitlines() if line.strip()]
+
+
+def test_the_connection_of_a_vanished_worker_is_freed(cluster: Cluster,
+                                                      netns: tuple[str, str, str]) -> None:
+    """A worker that vanishes without a FIN (its node died, its link went for good) must
+    not hold a connection at the controller for ever. The controller sends no ZMTP pings
+    (at 10,000 connections libzmq's timer bookkeeping for them cost half its CPU), so
+    this is the kernel's job: keepalive and TCP_USER_TIMEOUT, set from the heartbeat."""
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed")
+    ns, host_if, ip = netns
+    ns_ip = ip.rsplit(".", 1)[0] + ".2"
+    # heartbeat 0.2 s: probes every 2 s, given up after 3 of them (6 s)
+    cfg = cluster.config(budget=10_000, run="heartbeat = 0.2\nliveness = 3\nprefetch = 0")
+    cluster.start_controller("--bind", "tcp://0.0.0.0:0", config=cfg)
+    port = cluster.addr.read_text().strip().rsplit(":", 1)[1]
+    cut = cluster._spawn(["ip", "netns", "exec", ns, *TETHER, "worker", "--python", OBJECTIVE,
+                          "--connect", f"tcp://{ip}:{port}", "--name", "cut"], "cut")
+    wait_for(lambda: any(e["worker"] == "cut" for e in events_of(cluster.log, "started")), 60,
+             "the namespaced worker to start an evaluation")
+    assert any(p.startswith(f"{ns_ip}:") for p in _peers_of(port)), _peers_of(port)
+    # the worker dies behind a dead link: its FIN never arrives, and nothing ever answers
+    _ip("link", "set", host_if, "down")
+    os.killpg(cut.pid, 9)
+    cut.wait(timeout=30)
+    _ip("link", "del", host_if)
+    t0 = time.monotonic()
+    wait_for(lambda: [e for e in events_of(cluster.log, "lost") if e["worker"] == "cut"], 30,
+             "the controller to declare the worker lost")
+    wait_for(lambda: not any(p.startswith(f"{ns_ip}:") for p in _peers_of(port)), 60,
+             "the controller's kernel to free the dead connection", every=0.2)
+    print(f"\nvanished worker: connection freed {time.monotonic() - t0:.1f} s after the cut")
+    assert cluster.controller is not None and cluster.controller.poll() is None

@@ -88,13 +88,19 @@ class ControllerServer:
         # that worker's traffic (reproduced); workers never choose routing ids
         s.setsockopt(zmq.ROUTER_HANDOVER, 0)
         s.setsockopt(zmq.MAXMSGSIZE, codec.MAX_MESSAGE)
-        # ZMTP pings only free the connections of peers that vanished without a FIN (the
-        # protocol's own heartbeats already declared them lost), so they can be rare:
-        # every ping is a message through libzmq's I/O thread, and at 1 per second and
-        # connection they were half of its work with 3,000 connected workers
-        ivl = max(1000, int(self.settings.heartbeat * 10_000))
-        s.setsockopt(zmq.HEARTBEAT_IVL, ivl)
-        s.setsockopt(zmq.HEARTBEAT_TIMEOUT, ivl * self.settings.liveness)
+        # No ZMTP pings from the controller. libzmq 4.3 cancels a ping's timeout timer
+        # with a scan of every timer of its I/O thread (poller_base_t::cancel_timer is
+        # O(n)), so one ping round over N connections costs O(N^2): with 10,000 workers
+        # that scan was half the controller's CPU (perf: std::_Rb_tree_increment). The
+        # kernel frees a vanished peer's connection instead, with no per-connection work
+        # here: keepalive probes once it is idle, and TCP_USER_TIMEOUT once data sent to
+        # it stays unacknowledged. Workers still ping (one connection per I/O thread).
+        probe_s = max(1, round(self.settings.heartbeat * 10))
+        s.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        s.setsockopt(zmq.TCP_KEEPALIVE_IDLE, probe_s)
+        s.setsockopt(zmq.TCP_KEEPALIVE_INTVL, probe_s)
+        s.setsockopt(zmq.TCP_KEEPALIVE_CNT, self.settings.liveness)
+        s.setsockopt(zmq.TCP_MAXRT, probe_s * self.settings.liveness * 1000)
         s.setsockopt(zmq.SNDHWM, 100_000)
         s.setsockopt(zmq.RCVHWM, 100_000)
         keys.configure_server(s, self.settings.keys)  # CURVE + allow-list; before bind
