@@ -732,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stub-opts", default="", metavar="A,B",
                     help="the stub controller also sets these of tether's socket options: "
                          "mandatory (ROUTER_MANDATORY), maxmsg (MAXMSGSIZE), "
-                        "zmtp (ZMTP pings, as the controller sent them before the sixth pass)")
+                         "zmtp (ZMTP pings, as the controller sent them before the sixth pass)")
     ap.add_argument("--sim-procs", type=int, default=4, help="simulator processes (default 4)")
     ap.add_argument("--cprofile", metavar="PREFIX",
                     help="profile the controller: PREFIX.<scenario> per scenario (cProfile)")
