@@ -95,43 +95,49 @@ class _Child:
         self.proc = ctx.Process(target=pychild.main, args=(child, target), daemon=True)
         self.proc.start()
         child.close()
-        self.conn: Connection = parent
-        # Connection.poll() builds a selector per call (multiprocessing.connection.wait),
-        # once per evaluation and more than the rest of reading the result: one poll
-        # object, kept, answers "is there something to read" for a few microseconds
+        self.conn: Connection = parent  # kept for its lifetime; I/O goes through the fd
+        self.fd = parent.fileno()
+        self.frames = pychild.FrameReader(self.fd)
+        # one poll object, kept: "is there something to read" for a microsecond or two
         self._readable = select.poll()
-        self._readable.register(parent.fileno(), select.POLLIN)
+        self._readable.register(self.fd, select.POLLIN)
         self.target = target
         self.ready = False
         self.deadline = time.monotonic() + start_timeout
 
     def wait_ready(self) -> None:
         """Block until the child loaded the objective (used once, before connecting)."""
-        if not self.conn.poll(max(0.0, self.deadline - time.monotonic())):
-            self.proc.kill()
-            raise ConfigError(f"--python {self.target}: the child did not start in time")
-        problem = self.check_ready()
-        if problem:
-            raise ConfigError(f"--python {self.target}: {problem}")
+        while not self.ready:
+            left = self.deadline - time.monotonic()
+            if left <= 0 or not self._readable.poll(left * 1000):
+                self.proc.kill()
+                raise ConfigError(f"--python {self.target}: the child did not start in time")
+            problem = self.check_ready()
+            if problem:
+                raise ConfigError(f"--python {self.target}: {problem}")
 
     def check_ready(self) -> str:
         """Read the child's ``ready`` (call when its pipe is readable); the error, or ""."""
         try:
-            status = self.conn.recv()
-        except (EOFError, OSError):
-            status = ("error", "the Python evaluation process died while starting")
-        if status[0] != "ready":
+            frames = self.frames.read()
+        except OSError:
+            frames = None
+        if frames is None:
+            frames = [("error", "the Python evaluation process died while starting")]
+        if not frames:  # part of a frame so far
+            return ""
+        if frames[0][0] != "ready":
             self.proc.join(1)
-            return str(status[1])
+            return str(frames[0][1])
         self.ready = True
         return ""
+
+    def send(self, job: Any) -> None:
+        pychild.write_frame(self.fd, job)
 
     def readable(self) -> bool:
         """Whether the pipe has something to read (or was closed), without waiting."""
         return bool(self._readable.poll(0))
-
-    def alive(self) -> bool:
-        return bool(self.proc.is_alive())
 
     def kill(self) -> None:
         # the child may be mid-function and ignores SIGTERM (see pychild): end it for sure
@@ -141,7 +147,7 @@ class _Child:
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            self.conn.send(None)
+            self.send(None)
         self.proc.join(1)
         if self.proc.is_alive():
             self.proc.kill()
@@ -174,7 +180,12 @@ class PythonEvaluator:
         child = None
         while self._idle and child is None:
             c = self._idle.pop()
-            child = c if c.alive() else None
+            # an idle child's pipe is readable only once it died (EOF): a poll, where
+            # is_alive() would be a waitpid and four Python calls per evaluation
+            if c.readable():
+                c.kill()
+            else:
+                child = c
         return _PythonRun(self, child or self._spawn(), (eval_id, list(x)))
 
     def _release(self, child: _Child) -> None:
@@ -197,11 +208,11 @@ class _PythonRun:
 
     def _send_job(self) -> None:
         assert self.job is not None
-        self.child.conn.send(self.job)
+        self.child.send(self.job)
         self.job = None
 
     def fds(self) -> list[int]:
-        return [] if self.done else [self.child.conn.fileno()]
+        return [] if self.done else [self.child.fd]
 
     def due(self) -> bool:
         return False
@@ -210,29 +221,33 @@ class _PythonRun:
         if not self.done and not self.child.ready:
             return self._poll_start()
         out: list[Output] = []
-        conn = self.child.conn
-        while not self.done:
+        child = self.child
+        while not self.done and child.readable():
             try:
-                if not self.child.readable():
-                    break
-                kind, payload = conn.recv()
-            except (EOFError, OSError):
+                frames = child.frames.read()
+            except OSError:
+                frames = None
+            if frames is None:
                 self.done = True
-                self.child.kill()
+                child.kill()
                 out.append(Done(False, error="the Python evaluation process died"))
                 break
-            if kind == "partial":
-                out.append(PartialOut(payload[0], payload[1]))
-            else:
-                self.done = True
-                self.ev._release(self.child)
-                out.append(Done(True, payload) if kind == "value" else Done(False, error=payload))
+            for frame in frames:
+                kind = frame[0]
+                if kind == "partial":
+                    out.append(PartialOut(frame[1], frame[2]))
+                else:
+                    self.done = True
+                    self.ev._release(child)
+                    out.append(Done(True, frame[1]) if kind == "value" else Done(False, error=frame[1]))
         return out
 
     def _poll_start(self) -> list[Output]:
         if self.child.readable():
             problem = self.child.check_ready()
             if not problem:
+                if not self.child.ready:  # part of its first frame so far
+                    return []
                 self._send_job()
                 return self.poll(time.monotonic())
         elif time.monotonic() < self.child.deadline:
