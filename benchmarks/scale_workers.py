@@ -476,6 +476,8 @@ def stub_role(a: argparse.Namespace) -> int:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     if "maxmsg" in opts:
         sock.setsockopt(zmq.MAXMSGSIZE, 1 << 20)
+    if "backlog" in opts:
+        sock.setsockopt(zmq.BACKLOG, 4096)
     if "zmtp" in opts:  # as tether's controller: a ping every 10 heartbeats
         ivl = max(1000, int(a.heartbeat * 10_000))
         sock.setsockopt(zmq.HEARTBEAT_IVL, ivl)
@@ -731,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="also run these counts against a minimal stub controller: the simulator's bound")
     ap.add_argument("--stub-opts", default="", metavar="A,B",
                     help="the stub controller also sets these of tether's socket options: "
-                         "mandatory (ROUTER_MANDATORY), maxmsg (MAXMSGSIZE), "
+                         "mandatory (ROUTER_MANDATORY), maxmsg (MAXMSGSIZE), backlog (BACKLOG 4096), "
                          "zmtp (ZMTP pings, as the controller sent them before the sixth pass)")
     ap.add_argument("--sim-procs", type=int, default=4, help="simulator processes (default 4)")
     ap.add_argument("--cprofile", metavar="PREFIX",

@@ -103,6 +103,11 @@ class ControllerServer:
         s.setsockopt(zmq.TCP_MAXRT, probe_s * self.settings.liveness * 1000)
         s.setsockopt(zmq.SNDHWM, 100_000)
         s.setsockopt(zmq.RCVHWM, 100_000)
+        # libzmq listens with a backlog of 100: in a storm of thousands of connects (a
+        # whole allocation starting at once) the kernel drops the SYNs over it, and each
+        # drop costs the worker a retransmission backoff of 1, 2, 4, 8... s. The kernel
+        # caps this at net.core.somaxconn (4096 on current Linux).
+        s.setsockopt(zmq.BACKLOG, 4096)
         keys.configure_server(s, self.settings.keys)  # CURVE + allow-list; before bind
 
     def _bind(self, endpoint: str) -> str:
