@@ -114,7 +114,13 @@ def test_sigterm_stops_resumably_and_workers_hold_on(cluster: Cluster, tmp_path:
             cluster.start_worker(python=SLOW)
     finally:
         del os.environ["TETHER_TEST_FLAG"]
-    wait_for(lambda: len(events_of(cluster.log, "started")) >= 2, 60, "both workers busy")
+    # both busy, and both past their welcome: with prefetch one worker can take the first
+    # two evaluations, and an evaluate still unread when the controller stops is dropped
+    # with the connection (IMMEDIATE), which would leave that worker nothing to hold on to
+    wait_for(lambda: len({e["worker"] for e in events_of(cluster.log, "started")}) == 2, 60,
+             "both workers busy")
+    wait_for(lambda: all("joined the controller" in cluster.output(f"w{i}") for i in range(2)),
+             60, "both workers to read their welcome")
     assert cluster.controller is not None
     cluster.controller.send_signal(signal.SIGTERM)
     assert cluster.wait_controller(30) == 75
