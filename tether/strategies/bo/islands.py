@@ -16,6 +16,11 @@ island's GP per axis). Independent islands each fall into the local basin of Har
 with probability about 0.55; an island that cannot enter the basin the first one chose
 has to find another (docs/bo.md, Islands).
 
+With ``yield_logei`` an island whose ask has a penalized log-EI below it (its model
+expects nothing more from its basin) yields the ask to the next island, unless that one
+is below it too: a converged island no longer takes every other ask from one still
+climbing another basin (docs/bo.md, Sixth pass).
+
 Everything is read from the view: a point's island is in its tag
 (``async-bo:island<i>:<tag of the island's own proposal>``), so a resumed run rebuilds
 each island's data, pending points and explorer state.
