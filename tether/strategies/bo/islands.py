@@ -142,7 +142,7 @@ class Islands(Strategy):
             p = self.subs[i].propose(sub)
             if not isinstance(p, Evaluate):
                 continue
-            # a converged island (its best log-EI below YIELD_LOGEI) asks only when
+            # a converged island (its best log-EI below yield_logei) asks only when
             # every other island still asking has converged too
             if getattr(self.subs[i], "last_logei", math.inf) >= self.yield_logei:
                 return Evaluate(p.x, f"async-bo:island{i}:{p.tag}")

@@ -103,7 +103,7 @@ class BayesOpt(Strategy):
         # island's view of the earlier islands' basins (islands.py), set before each ask
         self.avoid: list[tuple[np.ndarray, np.ndarray]] = []
         # the penalized log-EI (standardized units) of the last log-EI ask; +inf after
-        # any other ask. Islands read it to tell a converged search (islands.py, YIELD)
+        # any other ask. Islands read it to tell a converged search (yield_logei)
         self.last_logei = math.inf
 
     def warm_start(self, records: Sequence[Record]) -> None:
