@@ -16,6 +16,11 @@ island's GP per axis). Independent islands each fall into the local basin of Har
 with probability about 0.55; an island that cannot enter the basin the first one chose
 has to find another (docs/bo.md, Islands).
 
+With ``yield_logei`` an island whose ask has a penalized log-EI below it (its model
+expects nothing more from its basin) yields the ask to the next island, unless that one
+is below it too: a converged island no longer takes every other ask from one still
+climbing another basin (docs/bo.md, Sixth pass).
+
 Everything is read from the view: a point's island is in its tag
 (``async-bo:island<i>:<tag of the island's own proposal>``), so a resumed run rebuilds
 each island's data, pending points and explorer state.
@@ -24,6 +29,7 @@ each island's data, pending points and explorer state.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Sequence
 
@@ -51,6 +57,10 @@ AVOID_LONG = 1.0
 # unconverged; not catching up at all left the second island too few points to find and
 # climb another basin (docs/bo.md, Islands: 100 seeds each, 17 / 18 / 32 trapped).
 CATCH_UP = 0.5
+# The default of ``yield_logei``: an island whose ask has a penalized log-EI (its own
+# standardized units) below it yields to an island above it. Off by default; -5 is the
+# measured value with staggered islands (docs/bo.md, Sixth pass).
+YIELD_LOGEI = -math.inf
 
 
 class Islands(Strategy):
@@ -59,10 +69,12 @@ class Islands(Strategy):
     name = "async-bo"
 
     def __init__(self, space: Space, budget: int, islands: int, handover: float,
-                 make: Callable[[int, int], Strategy], stagger: float = 0.0) -> None:
+                 make: Callable[[int, int], Strategy], stagger: float = 0.0,
+                 yield_logei: float = -math.inf) -> None:
         """``make(i, budget)`` builds island ``i``'s strategy for that budget."""
         self.space, self.budget, self.k, self.handover = space, budget, islands, handover
         self.stagger = stagger
+        self.yield_logei = yield_logei
         self.shares = [budget // islands + (i < budget % islands) for i in range(islands)]
         self.subs = [make(i, self.shares[i]) for i in range(islands)]
         for sub in self.subs:  # its polish phase is the end of the run, not of its share
@@ -120,6 +132,7 @@ class Islands(Strategy):
         # staggered island counts as if it had (1 - CATCH_UP) of the points out at its start
         head = [(1.0 - CATCH_UP) * i * self.stagger * self.budget for i in range(self.k)]
         order = sorted(alive, key=lambda i: counts[i] + head[i])
+        spare: tuple[int, Evaluate] | None = None
         for i in order:
             sub = self._view(view, i, budgets[i])
             if sub.remaining <= 0:
@@ -127,8 +140,16 @@ class Islands(Strategy):
             if self.stagger > 0 and i > 0:
                 self._set_avoid(view, i, budgets)
             p = self.subs[i].propose(sub)
-            if isinstance(p, Evaluate):
+            if not isinstance(p, Evaluate):
+                continue
+            # a converged island (its best log-EI below yield_logei) asks only when
+            # every other island still asking has converged too
+            if getattr(self.subs[i], "last_logei", math.inf) >= self.yield_logei:
                 return Evaluate(p.x, f"async-bo:island{i}:{p.tag}")
+            if spare is None:
+                spare = (i, p)
+        if spare is not None:
+            return Evaluate(spare[1].x, f"async-bo:island{spare[0]}:{spare[1].tag}")
         return None
 
     def _set_avoid(self, view: RunView, i: int, budgets: list[int]) -> None:

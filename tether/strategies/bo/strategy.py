@@ -41,6 +41,7 @@ REFIT_GROWTH = 50
 # Polish phase: log-EI is maximized in a box around the incumbent whose half-width is
 # this many fitted lengthscales per axis (clipped to [POLISH_MIN, 0.5] of the cube), so
 # the last asks refine the incumbent's basin instead of exploring the rest of the cube.
+# The default of the ``polish_radius`` option.
 POLISH_RADIUS = 0.5
 POLISH_MIN = 0.02
 # An avoided box (a staggered island keeps out of an earlier island's basin) costs this
@@ -72,6 +73,8 @@ class BOSettings:
     handover: float = 0.8  # async-bo: share of the budget after which the best island asks
     polish: float = 0.35  # async-bo: share of the budget at the end spent around the incumbent
     stagger: float = 0.0  # async-bo islands: share of the budget before island i > 0 starts
+    yield_logei: float = -math.inf  # async-bo islands: an island converged below it yields
+    polish_radius: float = POLISH_RADIUS  # polish box half-width, in fitted lengthscales
 
 
 class BayesOpt(Strategy):
@@ -99,6 +102,9 @@ class BayesOpt(Strategy):
         # boxes (centre, half-widths; unit cube) this search keeps out of: a staggered
         # island's view of the earlier islands' basins (islands.py), set before each ask
         self.avoid: list[tuple[np.ndarray, np.ndarray]] = []
+        # the penalized log-EI (standardized units) of the last log-EI ask; +inf after
+        # any other ask. Islands read it to tell a converged search (yield_logei)
+        self.last_logei = math.inf
 
     def warm_start(self, records: Sequence[Record]) -> None:
         """Prior results join the GP's data and replace as many design points."""
@@ -195,14 +201,15 @@ class BayesOpt(Strategy):
         scale = 0.05 * np.minimum(post.hyp.lengthscales, 1.0)
         lo, hi = np.zeros(self.dim), np.ones(self.dim)
         if local:
-            half = np.clip(POLISH_RADIUS * post.hyp.lengthscales, POLISH_MIN, 0.5)
+            half = np.clip(s.polish_radius * post.hyp.lengthscales, POLISH_MIN, 0.5)
             lo, hi = np.clip(top[0] - half, 0.0, 1.0), np.clip(top[0] + half, 0.0, 1.0)
             sobol = lo + sobol * (hi - lo)
             top = np.clip(top, lo, hi)
         noise = rng.standard_normal((10 * len(top), self.dim)) * scale
         near = np.clip(np.repeat(top, 10, 0) + noise, lo, hi)
-        x, _ = maximize(acq, np.vstack([sobol, top, near]), n_starts=s.n_starts,
-                        box=(lo, hi) if local else None, known=np.vstack([x_data, busy]))
+        x, self.last_logei = maximize(acq, np.vstack([sobol, top, near]), n_starts=s.n_starts,
+                                      box=(lo, hi) if local else None,
+                                      known=np.vstack([x_data, busy]))
         return x
 
     def fitted_lengthscales(self, view: RunView) -> np.ndarray:
@@ -289,6 +296,7 @@ class AsyncBO(BayesOpt):
             self.explorer.on_event(kind, record, view)
 
     def propose(self, view: RunView) -> Proposal | None:
+        self.last_logei = math.inf
         if self.explorer is not None and len(view.records) < self.settings.explore_evals:
             return self.explorer.propose(view)
         if self.in_design_phase(view):
