@@ -355,12 +355,21 @@ def test_tail(run_log: Path) -> None:
     assert str(len(lines) - 1) in out[-1]  # the seq
 
 
+def _ctrl_c_default() -> None:
+    # These tests stop `tail -f` with Ctrl-C (SIGINT). A shell that starts a job in the
+    # background without job control (a CI runner, `cmd &` in a script) makes it ignore
+    # SIGINT, every child inherits that, and Python then leaves Ctrl-C ignored: give the
+    # follower the disposition a terminal user's process has.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_tail_follow_sees_appended_lines(run_log: Path, tmp_path: Path) -> None:
     lines = run_log.read_text().splitlines()
     log = tmp_path / "live.jsonl"
     log.write_text("\n".join(lines[:10]) + "\n")
     p = subprocess.Popen([*TETHER, "log", "tail", "-f", "-n", "2", str(log)], env=env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_ctrl_c_default)
     try:
         q = _reader(p.stdout)
         first = [_next(q), _next(q)]
@@ -386,7 +395,8 @@ def test_tail_follow_waits_for_a_log_not_written_yet(run_log: Path, tmp_path: Pa
     lines = run_log.read_text().splitlines()
     log = tmp_path / "later.jsonl"
     p = subprocess.Popen([*TETHER, "log", "tail", "-f", str(log)], env=env(),
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_ctrl_c_default)
     try:
         assert p.stderr is not None
         assert "waiting for" in p.stderr.readline()  # said before the file exists
