@@ -108,3 +108,15 @@ def stalls_left_until_timed_out(x: np.ndarray) -> float:
                 break
         time.sleep(0.02)
     return float(x[0])
+
+
+def traced(x: np.ndarray) -> float:
+    """Appends "x0 pid" to $TETHER_TEST_TRACE as it starts; when x1 > 0.5 it then waits
+    (at most 60 s) for the file $TETHER_TEST_GATE.<round(10 x0)> before returning x0."""
+    with open(os.environ["TETHER_TEST_TRACE"], "a") as fh:
+        fh.write(f"{x[0]:.1f} {os.getpid()}\n")
+    gate = f"{os.environ.get('TETHER_TEST_GATE', '')}.{round(10 * x[0])}"
+    deadline = time.monotonic() + 60
+    while x[1] > 0.5 and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return float(x[0])

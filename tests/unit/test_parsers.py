@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from tether.errors import ConfigError
-from tether.worker.evaluators import CommandEvaluator, Done, Output, PartialOut, make_evaluator
+from tether.worker.evaluators import CommandEvaluator, Done, Output, PartialOut
+from tether.worker.main import make_evaluator
 from tether.worker.parsers import RegexParser, checked, load_parser
 
 pytestmark = pytest.mark.timeout(60)

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 
 from tether.worker import pychild
-from tether.worker.evaluators import Done, Output, PartialOut, PythonEvaluator, Running
+from tether.worker.evaluators import Done, Output, PartialOut, Running
+from tether.worker.pyeval import PythonEvaluator
 
 pytestmark = pytest.mark.timeout(120)
 

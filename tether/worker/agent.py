@@ -9,6 +9,7 @@ session's outbox until a controller acknowledges it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import random
@@ -38,6 +39,7 @@ from tether.protocol.session import (
     compact,
 )
 from tether.worker.evaluators import Done, Evaluator, PartialOut, Running
+from tether.worker.pyeval import AHEAD, PythonEvaluator
 
 # ZMTP heartbeats on the worker's socket: libzmq drops a link silent this long after a
 # ping (a cut cable, a vanished controller), which is how a worker tells a dead
@@ -110,6 +112,9 @@ class WorkerAgent:
         self._poller = zmq.Poller()
         self._polled: set[Any] = set()  # what the poller watches: the socket and pipe fds
         self._outgoing: list[m.Message] = []  # sent as one frame at the end of the turn
+        # a single-slot Python evaluator takes prefetched work ahead (see pyeval)
+        self._ahead = evaluator if isinstance(evaluator, PythonEvaluator) and \
+            evaluator.lookahead and opts.slots == 1 else None
 
     # ------------------------------------------------------------ public
     def run(self) -> int:
@@ -159,6 +164,8 @@ class WorkerAgent:
         while any(run.due() for run in self.runs.values()) and self.clock() < until:
             now = self.clock()
             self._poll_runs(now)
+        if self._ahead is not None:
+            self._send_ahead()
         self._release_held(now)
         if self.sock is not None:
             # with IMMEDIATE, POLLOUT means a live connection (ZMTP heartbeats answered)
@@ -232,6 +239,19 @@ class WorkerAgent:
                     self._finished(key, out, now)
         self.dying = [r for r in self.dying if not _reap(r, now)]
 
+    def _send_ahead(self) -> None:
+        """Keep the child's pipe stocked with the next prefetched evaluations, in the
+        order the session starts them, and take back those it no longer holds."""
+        ev = self._ahead
+        assert ev is not None
+        queued = self.session.queued
+        if ev.ahead:
+            for key in [k for k in ev.ahead if k not in queued]:
+                ev.forget(key)
+        for key, start in itertools.islice(queued.items(), AHEAD):
+            if key not in ev.ahead and not ev.presend(key, start.x):
+                break
+
     def _release_held(self, now: float) -> None:
         for key, (out, until) in list(self.held.items()):
             if now >= until:
@@ -249,8 +269,10 @@ class WorkerAgent:
     def _do(self, effects: list[Any], now: float) -> None:
         for eff in effects:
             if isinstance(eff, StartEval):
-                self.runs[(eff.eval_id, eff.attempt)] = self.evaluator.start(
-                    eff.eval_id, eff.x, self.session.names)
+                key = (eff.eval_id, eff.attempt)
+                run = self._ahead.take(key) if self._ahead is not None else None
+                self.runs[key] = run or self.evaluator.start(eff.eval_id, eff.x,
+                                                             self.session.names)
             elif isinstance(eff, StopEval):
                 self._stop((eff.eval_id, eff.attempt), eff.reason, now)
             elif isinstance(eff, Reconnect):

@@ -11,24 +11,19 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import multiprocessing as mp
 import os
-import select
 import shlex
 import shutil
 import signal
 import string
 import subprocess
-import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 from tether.errors import ConfigError
-from tether.worker import pychild
-from tether.worker.parsers import LineParser, checked, load_parser
+from tether.worker.parsers import LineParser, checked
 
 KILL_GRACE = 5.0  # seconds between SIGTERM and SIGKILL
 
@@ -79,192 +74,6 @@ def parse_number(text: str) -> float | None:
     except ValueError:
         return None
     return v
-
-
-# ----------------------------------------------------------------- Python functions
-class _Child:
-    """One persistent child process running the objective (spawned, not forked).
-
-    Starting one takes a second or so (a fresh interpreter imports the objective), so it
-    never blocks the agent's loop: the child reports ``ready`` on its pipe, which the
-    agent polls like any other, and the first job is sent then.
-    """
-
-    def __init__(self, ctx: Any, target: str, start_timeout: float) -> None:
-        parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=pychild.main, args=(child, target), daemon=True)
-        self.proc.start()
-        child.close()
-        self.conn: Connection = parent  # kept for its lifetime; I/O goes through the fd
-        self.fd = parent.fileno()
-        self.frames = pychild.FrameReader(self.fd)
-        # one poll object, kept: "is there something to read" for a microsecond or two
-        self._readable = select.poll()
-        self._readable.register(self.fd, select.POLLIN)
-        self.target = target
-        self.ready = False
-        self.deadline = time.monotonic() + start_timeout
-
-    def wait_ready(self) -> None:
-        """Block until the child loaded the objective (used once, before connecting)."""
-        while not self.ready:
-            left = self.deadline - time.monotonic()
-            if left <= 0 or not self._readable.poll(left * 1000):
-                self.proc.kill()
-                raise ConfigError(f"--python {self.target}: the child did not start in time")
-            problem = self.check_ready()
-            if problem:
-                raise ConfigError(f"--python {self.target}: {problem}")
-
-    def check_ready(self) -> str:
-        """Read the child's ``ready`` (call when its pipe is readable); the error, or ""."""
-        try:
-            frames = self.frames.read()
-        except OSError:
-            frames = None
-        if frames is None:
-            frames = [("error", "the Python evaluation process died while starting")]
-        if not frames:  # part of a frame so far
-            return ""
-        if frames[0][0] != "ready":
-            self.proc.join(1)
-            return str(frames[0][1])
-        self.ready = True
-        return ""
-
-    def send(self, job: Any) -> None:
-        pychild.write_frame(self.fd, job)
-
-    def readable(self) -> bool:
-        """Whether the pipe has something to read (or was closed), without waiting."""
-        return bool(self._readable.poll(0))
-
-    def kill(self) -> None:
-        # the child may be mid-function and ignores SIGTERM (see pychild): end it for sure
-        self.proc.kill()
-        self.proc.join()
-        self.conn.close()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.send(None)
-        self.proc.join(1)
-        if self.proc.is_alive():
-            self.proc.kill()
-
-
-class PythonEvaluator:
-    """Runs ``module:function`` in persistent child processes, one per busy slot.
-
-    The first child starts at once and is waited for, so a bad target is reported before
-    the worker connects; the others for ``--slots`` start beside it in the background. A
-    killed evaluation's child is killed with it (its replacement starts without blocking
-    the agent); a finished one's child is reused.
-    """
-
-    def __init__(self, target: str, start_timeout: float = 60.0, slots: int = 1) -> None:
-        if ":" not in target:
-            raise ConfigError(f"--python needs module:function, got {target!r}")
-        self.target = target
-        self.start_timeout = start_timeout
-        self._ctx = mp.get_context("spawn")
-        first = self._spawn()
-        self._idle: list[_Child] = [self._spawn() for _ in range(slots - 1)]
-        first.wait_ready()
-        self._idle.append(first)
-
-    def _spawn(self) -> _Child:
-        return _Child(self._ctx, self.target, self.start_timeout)
-
-    def start(self, eval_id: int, x: Sequence[float], names: Sequence[str]) -> Running:
-        child = None
-        while self._idle and child is None:
-            c = self._idle.pop()
-            # an idle child's pipe is readable only once it died (EOF): a poll, where
-            # is_alive() would be a waitpid and four Python calls per evaluation
-            if c.readable():
-                c.kill()
-            else:
-                child = c
-        return _PythonRun(self, child or self._spawn(), (eval_id, list(x)))
-
-    def _release(self, child: _Child) -> None:
-        self._idle.append(child)
-
-    def close(self) -> None:
-        for child in self._idle:
-            child.close()
-        self._idle.clear()
-
-
-class _PythonRun:
-    def __init__(self, ev: PythonEvaluator, child: _Child, job: tuple[int, list[float]]) -> None:
-        self.ev = ev
-        self.child = child
-        self.job: tuple[int, list[float]] | None = job
-        self.done = False
-        if child.ready:
-            self._send_job()
-
-    def _send_job(self) -> None:
-        assert self.job is not None
-        self.child.send(self.job)
-        self.job = None
-
-    def fds(self) -> list[int]:
-        return [] if self.done else [self.child.fd]
-
-    def due(self) -> bool:
-        return False
-
-    def poll(self, now: float) -> list[Output]:
-        if not self.done and not self.child.ready:
-            return self._poll_start()
-        out: list[Output] = []
-        child = self.child
-        while not self.done and child.readable():
-            try:
-                frames = child.frames.read()
-            except OSError:
-                frames = None
-            if frames is None:
-                self.done = True
-                child.kill()
-                out.append(Done(False, error="the Python evaluation process died"))
-                break
-            for frame in frames:
-                kind = frame[0]
-                if kind == "partial":
-                    out.append(PartialOut(frame[1], frame[2]))
-                else:
-                    self.done = True
-                    self.ev._release(child)
-                    out.append(Done(True, frame[1]) if kind == "value" else Done(False, error=frame[1]))
-        return out
-
-    def _poll_start(self) -> list[Output]:
-        if self.child.readable():
-            problem = self.child.check_ready()
-            if not problem:
-                if not self.child.ready:  # part of its first frame so far
-                    return []
-                self._send_job()
-                return self.poll(time.monotonic())
-        elif time.monotonic() < self.child.deadline:
-            return []
-        else:
-            problem = "the Python evaluation process did not start in time"
-        self.done = True
-        self.child.kill()
-        return [Done(False, error=problem)]
-
-    def kill(self, now: float, hard: bool = False) -> None:
-        if not self.done:
-            self.done = True
-            self.child.kill()
-
-    def reaped(self) -> bool:
-        return self.done
 
 
 # ----------------------------------------------------------------- external programs
@@ -491,16 +300,3 @@ def _name(parser: LineParser) -> str:
 
 def _with_tail(msg: str, tail: str) -> str:
     return f"{msg}; stderr ends:\n{tail}" if tail else msg
-
-
-def make_evaluator(python: str | None, command: str | None,
-                   parser: str | None = None, slots: int = 1) -> Evaluator:
-    if (python is None) == (command is None):
-        raise ConfigError("give exactly one of --python module:function or --command TEMPLATE")
-    if python is not None:
-        if parser is not None:
-            raise ConfigError("--parser reads a program's output: it needs --command")
-        return PythonEvaluator(python, slots=slots)
-    assert command is not None
-    return CommandEvaluator(command, parser=load_parser(parser) if parser else None)
-

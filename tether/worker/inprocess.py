@@ -1,7 +1,7 @@
 """``tether worker --python MOD:FN --in-process``: the objective runs in the agent itself.
 
 For cheap, trusted objectives (microseconds to milliseconds), the child process of
-:class:`~tether.worker.evaluators.PythonEvaluator` costs more than the objective: a pipe
+:class:`~tether.worker.pyeval.PythonEvaluator` costs more than the objective: a pipe
 round trip and two context switches per evaluation, and one more process per slot on a
 machine that may have two cores. Here the function is called from the agent's loop, as
 POAP's socket workers do. What that gives up (see docs/cli.md, "In-process evaluation"):

@@ -9,8 +9,10 @@ import sys
 from tether import gcpolicy, keys
 from tether.errors import ConfigError
 from tether.worker.agent import WorkerAgent, WorkerOptions
-from tether.worker.evaluators import Evaluator, make_evaluator
+from tether.worker.evaluators import CommandEvaluator, Evaluator
 from tether.worker.inprocess import InProcessEvaluator
+from tether.worker.parsers import load_parser
+from tether.worker.pyeval import PythonEvaluator
 from tether.worker.walltime import job_seconds_left
 
 #: --max-wait inside a Slurm/PBS job when not given: a worker whose run is gone must not
@@ -38,6 +40,18 @@ def parse_slots(text: str) -> int:
 
 def in_batch_job() -> bool:
     return bool(os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID"))
+
+
+def make_evaluator(python: str | None, command: str | None,
+                   parser: str | None = None, slots: int = 1) -> Evaluator:
+    if (python is None) == (command is None):
+        raise ConfigError("give exactly one of --python module:function or --command TEMPLATE")
+    if python is not None:
+        if parser is not None:
+            raise ConfigError("--parser reads a program's output: it needs --command")
+        return PythonEvaluator(python, slots=slots)
+    assert command is not None
+    return CommandEvaluator(command, parser=load_parser(parser) if parser else None)
 
 
 def run_worker(a: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import importlib
 import inspect
 import math
 import os
+import select
 import signal
 import struct
 import sys
@@ -19,17 +20,31 @@ import msgpack
 # The pipe between the agent and this child carries length-prefixed msgpack frames,
 # written and read on the raw descriptor: multiprocessing's Connection pickles every
 # message with a fresh pickler and reads each in two system calls, which was a third of
-# the agent's own work per evaluation. Agent -> child: ``[eval_id, x]`` or nil (stop);
-# child -> agent: ``["ready", ""]``, ``["partial", value, info]``, ``["value", value]``
-# or ``["error", text]``.
+# the agent's own work per evaluation. Agent -> child: ``[seq, x]`` (a job),
+# ``["drop", seq]`` (do not start it) or nil (stop); child -> agent: ``["ready", ""]``,
+# ``["partial", value, info]``, ``["value", value]``, ``["error", text]`` (these three
+# for the job it runs: jobs run in the order they came) or ``["dropped", seq]``.
 _HEAD = struct.Struct("<I")
 
 
 def write_frame(fd: int, obj: Any) -> None:
     body = msgpack.packb(obj)
-    data = memoryview(_HEAD.pack(len(body)) + body)
-    while data:  # a long traceback may not fit the pipe's buffer at once
-        data = data[os.write(fd, data):]
+    _write_all(fd, _HEAD.pack(len(body)) + body)
+
+
+def write_frames(fd: int, objs: list[Any]) -> None:
+    """Several frames in one write: the agent reads them together."""
+    parts: list[bytes] = []
+    for obj in objs:
+        body = msgpack.packb(obj)
+        parts += (_HEAD.pack(len(body)), body)
+    _write_all(fd, b"".join(parts))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:  # a long traceback may not fit the pipe's buffer at once
+        view = view[os.write(fd, view):]
 
 
 class FrameReader:
@@ -87,20 +102,50 @@ def main(conn: Connection, target: str) -> None:
 
     write_frame(fd, ("ready", ""))
     reader = FrameReader(fd)
+    waiting = select.poll()
+    waiting.register(fd, select.POLLIN)
     jobs: collections.deque[Any] = collections.deque()
+    out: list[Any] = []
     while True:
-        while not jobs:
-            try:
-                got = reader.read()
-            except OSError:
+        if not jobs:
+            if not _take(reader, jobs, out):
                 return
-            if got is None:
-                return
-            jobs.extend(got)
-        job = jobs.popleft()
-        if job is None:
+            if out:  # drops that came while idle
+                write_frames(fd, out)
+                out.clear()
+            continue
+        x = jobs.popleft()[1]
+        out.append(_run(fd, fn, takes_report, np.asarray(x, dtype=float)))
+        # drops (and jobs) that came while it ran: a job dropped now never starts, and
+        # its "dropped" travels with this outcome, so the agent knows what runs next
+        if jobs and waiting.poll(0) and not _take(reader, jobs, out):
+            write_frames(fd, out)
             return
-        _run(fd, fn, takes_report, np.asarray(job[1], dtype=float))
+        write_frames(fd, out)
+        out.clear()
+
+
+def _take(reader: FrameReader, jobs: collections.deque[Any], out: list[Any]) -> bool:
+    """Read the pipe once (blocks if empty): jobs join the queue, drops leave it; False
+    at stop or EOF."""
+    try:
+        got = reader.read()
+    except OSError:
+        return False
+    if got is None:
+        return False
+    for frame in got:
+        if frame is None:
+            return False
+        if frame[0] == "drop":
+            for job in jobs:
+                if job[0] == frame[1]:
+                    jobs.remove(job)
+                    out.append(("dropped", frame[1]))
+                    break
+        else:
+            jobs.append(frame)
+    return True
 
 
 def objective_value(raw: Any) -> float:
@@ -122,7 +167,8 @@ def accepts_report(fn: Any) -> bool:
     return "report" in params
 
 
-def _run(fd: int, fn: Any, takes_report: bool, x: Any) -> None:
+def _run(fd: int, fn: Any, takes_report: bool, x: Any) -> tuple[Any, ...]:
+    """Call the objective; its outcome frame (partials are written as they come)."""
     def report(value: float, **info: Any) -> None:
         write_frame(fd, ("partial", float(value), plain_info(info)))
 
@@ -131,9 +177,8 @@ def _run(fd: int, fn: Any, takes_report: bool, x: Any) -> None:
         value = objective_value(raw)
     except Exception as exc:
         tb = traceback.format_exc(limit=8)
-        write_frame(fd, ("error", f"{type(exc).__name__}: {exc}\n{tb}"))
-        return
-    write_frame(fd, ("value", value))
+        return ("error", f"{type(exc).__name__}: {exc}\n{tb}")
+    return ("value", value)
 
 
 def plain_info(info: dict[str, Any]) -> dict[str, Any]:
