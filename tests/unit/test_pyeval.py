@@ -61,6 +61,7 @@ def test_work_sent_ahead_runs_in_order_in_one_child_and_a_dropped_job_never_star
         started(tmp, 1)  # running, held at its gate
         for i in (2, 3, 4):
             assert ev.presend((i, 1), [i / 10, 0.0])
+        ev.flush()  # the three in one write
         ev.forget((3, 1))  # a prefetched evaluation the controller took back
         (tmp / "gate.1").touch()
         assert outcome(first) == done(0.1)
@@ -85,6 +86,7 @@ def test_a_job_started_before_its_drop_arrived_dies_with_its_child_and_the_next_
         first = ev.start(1, [0.1, 1.0], NAMES)
         started(tmp, 1)
         assert ev.presend((2, 1), [0.2, 1.0]) and ev.presend((3, 1), [0.3, 0.0])
+        ev.flush()
         (tmp / "gate.1").touch()
         assert outcome(first) == done(0.1)
         started(tmp, 2)  # the child went straight on to the second job
@@ -105,6 +107,7 @@ def test_killing_the_running_job_moves_the_work_behind_it_to_a_new_child(tmp: Pa
         first = ev.start(1, [0.1, 1.0], NAMES)
         started(tmp, 1)
         assert ev.presend((2, 1), [0.2, 0.0])
+        ev.flush()
         first.kill(time.monotonic())
         assert first.reaped() and first.poll(time.monotonic()) == []
         second = ev.take((2, 1))
@@ -121,6 +124,7 @@ def test_a_dead_child_fails_its_job_and_the_work_behind_it_moves(tmp: Path) -> N
         first = ev.start(1, [0.1, 1.0], NAMES)
         ((_, pid_a),) = started(tmp, 1)
         assert ev.presend((2, 1), [0.2, 0.0])
+        ev.flush()
         os.kill(pid_a, signal.SIGKILL)  # the OOM killer, say
         failed = outcome(first)
         assert not failed.ok and "died" in failed.error
@@ -128,5 +132,24 @@ def test_a_dead_child_fails_its_job_and_the_work_behind_it_moves(tmp: Path) -> N
         assert second is not None and outcome(second) == done(0.2)
         (_, pid_b) = started(tmp, 2)[1]
         assert pid_b != pid_a
+    finally:
+        ev.close()
+
+
+def test_a_job_forgotten_before_it_was_written_is_taken_back(tmp: Path) -> None:
+    ev = PythonEvaluator("tests.integration.objectives:traced")
+    try:
+        first = ev.start(1, [0.1, 1.0], NAMES)
+        started(tmp, 1)
+        assert ev.presend((2, 1), [0.2, 0.0])  # queued for the next write
+        ev.forget((2, 1))
+        assert ev.presend((3, 1), [0.3, 0.0])
+        ev.flush()
+        (tmp / "gate.1").touch()
+        assert outcome(first) == done(0.1)
+        third = ev.take((3, 1))
+        assert third is not None and outcome(third) == done(0.3)
+        assert [x for x, _ in started(tmp, 2)] == ["0.1", "0.3"]
+        assert len({p for _, p in started(tmp, 2)}) == 1
     finally:
         ev.close()

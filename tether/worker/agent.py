@@ -251,6 +251,7 @@ class WorkerAgent:
         for key, start in itertools.islice(queued.items(), AHEAD):
             if key not in ev.ahead and not ev.presend(key, start.x):
                 break
+        ev.flush()
 
     def _release_held(self, now: float) -> None:
         for key, (out, until) in list(self.held.items()):

@@ -73,7 +73,7 @@ class _Child:
         self.dead = False
         self.deadline = time.monotonic() + start_timeout
         self.fifo: deque[_Job] = deque()  # jobs sent and not ended, in the child's order
-        self._unsent: list[Any] = []  # frames sent before the child was ready
+        self._unsent: list[Any] = []  # frames not written yet (queued, or not ready)
 
     def wait_ready(self) -> None:
         """Block until the child loaded the objective (used once, before connecting)."""
@@ -100,19 +100,29 @@ class _Child:
             self.proc.join(1)
             return str(frames[0][1])
         self.ready = True
-        for frame in self._unsent:
-            pychild.write_frame(self.fd, frame)
-        self._unsent.clear()
+        self.flush()
         return ""
 
     def send(self, frame: Any) -> None:
-        if self.ready:
-            pychild.write_frame(self.fd, frame)
-        else:
-            self._unsent.append(frame)
+        self._unsent.append(frame)
+        self.flush()
 
-    def unsend(self, seq: int) -> None:
-        self._unsent = [f for f in self._unsent if f is None or f[0] != seq]
+    def queue(self, frame: Any) -> None:
+        """Send with the next :meth:`send` or :meth:`flush` (one write, one wake-up)."""
+        self._unsent.append(frame)
+
+    def flush(self) -> None:
+        if self.ready and self._unsent:
+            pychild.write_frames(self.fd, self._unsent)
+            self._unsent.clear()
+
+    def unsend(self, seq: int) -> bool:
+        """Take back a job not written yet; whether it was there."""
+        for i, frame in enumerate(self._unsent):
+            if frame is not None and frame[0] == seq:
+                del self._unsent[i]
+                return True
+        return False
 
     def readable(self) -> bool:
         """Whether the pipe has something to read (or was closed), without waiting."""
@@ -191,16 +201,19 @@ class PythonEvaluator:
         self._children.append(child)
         return child
 
-    def _job(self, child: _Child, x: Sequence[float]) -> _Job:
+    def _job(self, child: _Child, x: Sequence[float], later: bool = False) -> _Job:
         self._seq += 1
         job = _Job(self._seq, list(x), child)
-        self._send(job, child)
+        self._send(job, child, later)
         return job
 
-    def _send(self, job: _Job, child: _Child) -> None:
+    def _send(self, job: _Job, child: _Child, later: bool = False) -> None:
         job.child = child
         child.fifo.append(job)
-        child.send((job.seq, job.x))
+        if later:
+            child.queue((job.seq, job.x))
+        else:
+            child.send((job.seq, job.x))
 
     def _free_child(self) -> _Child:
         while self._idle:
@@ -234,8 +247,13 @@ class PythonEvaluator:
         child = self._last
         if child is None or child.dead or not child.fifo or len(child.fifo) > AHEAD:
             return False
-        self.ahead[key] = self._job(child, x)
+        self.ahead[key] = self._job(child, x, later=True)
         return True
+
+    def flush(self) -> None:
+        """Write what :meth:`presend` queued, in one write."""
+        if self._last is not None and not self._last.dead:
+            self._last.flush()
 
     def forget(self, key: Key) -> None:
         """An evaluation sent ahead is not to run after all (killed, given back)."""
@@ -249,9 +267,8 @@ class PythonEvaluator:
         job.killed = True
         child = job.child
         if not job.ended and not child.dead:
-            if not child.ready:  # nothing reached the child yet: take it back
+            if child.unsend(job.seq):  # it never reached the child: take it back
                 child.fifo.remove(job)
-                child.unsend(job.seq)
                 job.ended = True
             else:
                 self._drain(child)  # it may have ended already: then nothing runs
