@@ -39,11 +39,15 @@ def assert_held_work_requeued_and_done_once(log: Path, victim: str) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_one_evaluation_of_a_4_slot_agent_times_out_while_the_others_finish(
-        cluster: Cluster) -> None:
+@pytest.mark.parametrize("slots, prefetch", [(4, 0), (1, 3)],
+                         ids=["4-slot agent", "one slot, queued work sent ahead"])
+def test_one_evaluation_times_out_while_the_others_finish(
+        cluster: Cluster, slots: int, prefetch: int) -> None:
+    # one slot and prefetch: the queued evaluations wait in the child's pipe behind the
+    # hanging one; its timeout kills the child, and they run on its replacement
     cluster.start_controller(config=cluster.config(
-        budget=16, strategy="lhs", run=f"{FAST}\neval_timeout = 3\nprefetch = 0"))
-    cluster.start_worker("--slots", "4", python="tests.integration.objectives:hangs_left",
+        budget=16, strategy="lhs", run=f"{FAST}\neval_timeout = 3\nprefetch = {prefetch}"))
+    cluster.start_worker("--slots", str(slots), python="tests.integration.objectives:hangs_left",
                          name="node")
     assert cluster.wait_controller(90) == 0, cluster.output("controller")
     counts = check_log(cluster.log, completed=16)
@@ -51,31 +55,13 @@ def test_one_evaluation_of_a_4_slot_agent_times_out_while_the_others_finish(
     killed = [e for e in events if e["event"] == "killed"
               and e["error"].startswith("eval_timeout")]
     assert killed, "no evaluation hung: the test proved nothing"
-    assert max_concurrent(events, "node") == 4
-    # the agent stayed (one connection) and kept working after each kill
-    assert counts["worker_joined"] == 1 and counts["lost"] == 0
-    assert all(e["worker"] == "node" for e in events if e["event"] == "completed")
-
-
-@pytest.mark.timeout(120)
-def test_a_single_slot_worker_times_out_the_job_its_queued_work_waits_behind(
-        cluster: Cluster) -> None:
-    # one slot and prefetch: the queued evaluations wait in the child's pipe behind the
-    # hanging one; its timeout kills the child, and they run on its replacement
-    cluster.start_controller(config=cluster.config(
-        budget=16, strategy="lhs", run=f"{FAST}\neval_timeout = 3\nprefetch = 3"))
-    cluster.start_worker(python="tests.integration.objectives:hangs_left", name="solo")
-    assert cluster.wait_controller(90) == 0, cluster.output("controller")
-    counts = check_log(cluster.log, completed=16)
-    events = load(cluster.log)
-    killed = [e for e in events if e["event"] == "killed"
-              and e["error"].startswith("eval_timeout")]
-    assert killed, "no evaluation hung: the test proved nothing"
-    # only the hanging ones timed out: the work queued behind them ran on, not stuck
+    # only the hanging ones timed out: the others ran on, none stuck behind a kill
     x0 = {e["eval_id"]: e["x"][0] for e in events if e["event"] == "proposed"}
     assert all(x0[e["eval_id"]] < 0.3 for e in killed), killed
-    assert max_concurrent(events, "solo") == 4  # one running, three queued
+    assert max_concurrent(events, "node") == 4  # slots + prefetch
+    # the agent stayed (one connection) and kept working after each kill
     assert counts["worker_joined"] == 1 and counts["lost"] == 0 and counts["failed"] == 0
+    assert all(e["worker"] == "node" for e in events if e["event"] == "completed")
 
 
 @pytest.mark.timeout(180)

@@ -88,10 +88,7 @@ class _Child:
 
     def check_ready(self) -> str:
         """Read the child's ``ready`` (call when its pipe is readable); the error, or ""."""
-        try:
-            frames = self.frames.read()
-        except OSError:
-            frames = None
+        frames = self._read()
         if frames is None:
             frames = [("error", "the Python evaluation process died while starting")]
         if not frames:  # part of a frame so far
@@ -116,6 +113,13 @@ class _Child:
             pychild.write_frames(self.fd, self._unsent)
             self._unsent.clear()
 
+    def _read(self) -> list[Any] | None:
+        """The complete frames that arrived; None once the child is gone."""
+        try:
+            return self.frames.read()
+        except OSError:
+            return None
+
     def unsend(self, seq: int) -> bool:
         """Take back a job not written yet; whether it was there."""
         for i, frame in enumerate(self._unsent):
@@ -130,10 +134,7 @@ class _Child:
 
     def route(self) -> bool:
         """Read once and hand each frame to its job; False at EOF (the child is gone)."""
-        try:
-            frames = self.frames.read()
-        except OSError:
-            frames = None
+        frames = self._read()
         if frames is None:
             return False
         fifo = self.fifo
