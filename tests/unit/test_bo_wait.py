@@ -1,0 +1,87 @@
+"""Issue 17, seventh pass: a hand-over that waits for islands still climbing
+(``handover_wait``): after ``handover`` of the budget an island keeps asking while its
+model predicts a value below the run's best near its own best point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("gpflow")
+
+from tests.unit.test_bo_polish import assert_islands_replay
+from tests.unit.test_bo_strategy import branin
+from tether.controller.local import SimulatedController
+from tether.controller.settings import RunSettings
+from tether.errors import ConfigError
+from tether.records import RunView
+from tether.space import Space
+from tether.strategies import create
+from tether.strategies.bo import islands, parse_options
+from tether.strategies.bo.islands import Islands
+from tether.strategies.bo.strategy import AsyncBO
+
+pytestmark = pytest.mark.bo
+
+OPTS = {"islands": 2, "stagger": 0.3, "handover": 0.5, "seed": 4}
+
+
+def test_handover_wait_is_validated() -> None:
+    sp = Space.unit(2)
+    assert parse_options("async-bo", sp, {}, 30).handover_wait is False  # off
+    assert parse_options("async-bo", sp, {"handover_wait": True}, 30).handover_wait is True
+    for bad in ({"handover_wait": 1}, {"handover_wait": "yes"}):
+        with pytest.raises(ConfigError):
+            parse_options("async-bo", sp, bad, 30)
+    with pytest.raises(ConfigError):
+        parse_options("batch-bo", sp, {"handover_wait": True})
+
+
+def _after_handover(opts: dict[str, object]) -> list[int]:
+    """The islands of the asks after the hand-over of a 30-point Branin run."""
+    sp = Space.unit(2)
+    res = SimulatedController(sp, create("async-bo", sp, 30, opts), branin, workers=3,
+                              settings=RunSettings(budget=30),
+                              duration=lambda x: 1.0 + x.sum()).run()
+    assert res.reason == "budget" and len(res.completed) == 30
+    recs = [res.records[k] for k in sorted(res.records)]
+    return [Islands.island_of(r)[0] for r in recs[15:]]
+
+
+def test_the_handover_waits_while_another_island_predicts_below_the_best(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # without the option the best island takes every ask after the hand-over
+    plain = _after_handover(OPTS)
+    assert len(set(plain[1:])) == 1  # the first may still be the other island's
+    # a bound no island can fail (mean - 1e3 sd): the other island stays in, and the two
+    # keep alternating to the end
+    monkeypatch.setattr(islands, "WAIT_SDS", 1e3)
+    both = _after_handover(dict(OPTS, handover_wait=True))
+    assert both.count(0) >= 5 and both.count(1) >= 5
+    # a bound no island can meet (mean + 1e3 sd): the fixed hand-over
+    monkeypatch.setattr(islands, "WAIT_SDS", -1e3)
+    assert _after_handover(dict(OPTS, handover_wait=True)) == plain
+
+
+def test_predicted_min_is_the_posterior_mean_near_the_best_point() -> None:
+    sp = Space.unit(2)
+    s = create("async-bo", sp, 20, {"seed": 1, "explore": "none", "initial_points": 4})
+    res = SimulatedController(sp, s, branin, workers=2, settings=RunSettings(budget=20),
+                              duration=lambda x: 1.0 + x.sum()).run()
+    bo = s.inner if hasattr(s, "inner") else s
+    assert isinstance(bo, AsyncBO)
+    view = RunView(sp, 20)
+    for k in sorted(res.records):
+        view.put(res.records[k])
+    best = min(r.value for r in res.completed if r.value is not None)
+    mean = bo.predicted_min(view, 1.0, 0.0)
+    # the mean interpolates the data (noise 1e-6): at most the best value, and close to it
+    assert mean <= best + 1e-6 and abs(mean - best) < 0.5 * abs(best - 0.397887) + 0.5
+    # a lower bound lower still
+    assert bo.predicted_min(view, 1.0, 2.0) < mean
+    assert np.isfinite(bo.predicted_min(view, 0.1, 0.0))
+
+
+def test_waiting_islands_replay_from_the_log() -> None:
+    # whether an island waits is read from the view (its model at this ask)
+    assert_islands_replay(dict(OPTS, seed=2, polish=0.3, yield_logei=-5.0, handover_wait=True))
