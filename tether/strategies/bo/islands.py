@@ -73,6 +73,7 @@ YIELD_LOGEI = -math.inf
 # around its best point, is below the run's best value (docs/bo.md, Seventh pass).
 WAIT_RADIUS = 1.0
 WAIT_SDS = 0.0
+WAIT_FIRST = False
 
 
 class Islands(Strategy):
@@ -114,7 +115,7 @@ class Islands(Strategy):
         Read from the view at every ask, so a replay agrees (up to the refits)."""
         best = view.best
         started = [i for i in range(self.k) if len(view.records) >= i * self.stagger * self.budget]
-        if best is not None and len(view.records) >= self.handover * self.budget:
+        if best is not None and self._handed_over(view):
             w, _ = self.island_of(best)
             if w >= 0:  # a warm-start record is the best: keep alternating
                 if not (self.handover_wait and asking):
@@ -122,6 +123,9 @@ class Islands(Strategy):
                 assert best.value is not None
                 return [i for i in started if i == w or self._climbing(view, i, best.value)]
         return started
+
+    def _handed_over(self, view: RunView) -> bool:
+        return len(view.records) >= self.handover * self.budget
 
     def _climbing(self, view: RunView, i: int, best: float) -> bool:
         """Whether island ``i``'s model predicts a value below ``best`` near its best point."""
@@ -158,6 +162,11 @@ class Islands(Strategy):
         # staggered island counts as if it had (1 - CATCH_UP) of the points out at its start
         head = [(1.0 - CATCH_UP) * i * self.stagger * self.budget for i in range(self.k)]
         order = sorted(alive, key=lambda i: counts[i] + head[i])
+        if WAIT_FIRST and len(alive) > 1 and self._handed_over(view):
+            # after the hand-over the best island asks first: a climbing island only gets
+            # the asks the best one yields (converged), not every other one
+            w = self.island_of(view.best)[0] if view.best is not None else -1
+            order.sort(key=lambda i: i != w)
         spare: tuple[int, Evaluate] | None = None
         for i in order:
             sub = self._view(view, i, budgets[i])
