@@ -4,6 +4,8 @@ model predicts a value below the run's best near its own best point."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -14,10 +16,11 @@ from tests.unit.test_bo_strategy import branin
 from tether.controller.local import SimulatedController
 from tether.controller.settings import RunSettings
 from tether.errors import ConfigError
-from tether.records import RunView
+from tether.records import Evaluate, Proposal, RunView
 from tether.space import Space
 from tether.strategies import create
-from tether.strategies.bo import islands, parse_options
+from tether.strategies.base import Strategy
+from tether.strategies.bo import islands, make_async_bo, parse_options
 from tether.strategies.bo.islands import Islands
 from tether.strategies.bo.strategy import AsyncBO
 
@@ -37,30 +40,67 @@ def test_handover_wait_is_validated() -> None:
         parse_options("batch-bo", sp, {"handover_wait": True})
 
 
-def _after_handover(opts: dict[str, object]) -> list[int]:
-    """The islands of the asks after the hand-over of a 30-point Branin run."""
+class NearMinimum(Strategy):
+    """Points around a Branin minimizer, with the log-EI of a converged search: an island
+    that holds the best point and always yields (``last_logei`` = -inf)."""
+
+    name = "near"
+    last_logei = -math.inf
+
+    def __init__(self, space: Space) -> None:
+        self.space = space
+
+    def propose(self, view: RunView) -> Proposal | None:
+        rng = np.random.default_rng(len(view.records))
+        u = np.array([0.5428, 0.1517]) + 0.02 * rng.standard_normal(2)
+        return Evaluate.at(self.space.from_unit(np.clip(u, 0.0, 1.0)), tag=self.name)
+
+
+def _after_handover(wait: bool) -> list[int]:
+    """The islands of the asks after the hand-over of a 30-point Branin run: island 0
+    holds the best point and yields, island 1 is a GP search."""
     sp = Space.unit(2)
-    res = SimulatedController(sp, create("async-bo", sp, 30, opts), branin, workers=3,
-                              settings=RunSettings(budget=30),
+
+    def make(i: int, share: int) -> Strategy:
+        if i == 0:
+            return NearMinimum(sp)
+        return make_async_bo(sp, share, {"seed": 3, "explore": "none", "initial_points": 4})
+
+    s = Islands(sp, 30, 2, 0.5, make, yield_logei=-50.0, handover_wait=wait)
+    res = SimulatedController(sp, s, branin, workers=2, settings=RunSettings(budget=30),
                               duration=lambda x: 1.0 + x.sum()).run()
     assert res.reason == "budget" and len(res.completed) == 30
     recs = [res.records[k] for k in sorted(res.records)]
-    return [Islands.island_of(r)[0] for r in recs[15:]]
+    assert Islands.island_of(min(recs, key=lambda r: r.value or 0.0))[0] == 0
+    return [Islands.island_of(r)[0] for r in recs[16:]]
 
 
 def test_the_handover_waits_while_another_island_predicts_below_the_best(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    # without the option the best island takes every ask after the hand-over
-    plain = _after_handover(OPTS)
-    assert len(set(plain[1:])) == 1  # the first may still be the other island's
-    # a bound no island can fail (mean - 1e3 sd): the other island stays in, and the two
-    # keep alternating to the end
+    # before the hand-over island 0 yields every ask to the GP island; after it, without
+    # the option, island 0 (the best) asks alone
+    assert set(_after_handover(False)) == {0}
+    # a bound no island can fail (mean - 1e3 sd): the GP island stays in and gets the
+    # asks island 0 yields, i.e. all of them
     monkeypatch.setattr(islands, "WAIT_SDS", 1e3)
-    both = _after_handover(dict(OPTS, handover_wait=True))
-    assert both.count(0) >= 5 and both.count(1) >= 5
+    assert set(_after_handover(True)) == {1}
     # a bound no island can meet (mean + 1e3 sd): the fixed hand-over
     monkeypatch.setattr(islands, "WAIT_SDS", -1e3)
-    assert _after_handover(dict(OPTS, handover_wait=True)) == plain
+    assert set(_after_handover(True)) == {0}
+
+
+def test_an_unconverged_best_island_keeps_its_asks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # two GP islands that never yield: with every island climbing, the best one still
+    # asks alone after the hand-over (the others only get the asks it yields)
+    monkeypatch.setattr(islands, "WAIT_SDS", 1e3)
+    sp = Space.unit(2)
+    opts = dict(OPTS, handover_wait=True)
+    res = SimulatedController(sp, create("async-bo", sp, 30, opts), branin, workers=3,
+                              settings=RunSettings(budget=30),
+                              duration=lambda x: 1.0 + x.sum()).run()
+    recs = [res.records[k] for k in sorted(res.records)]
+    after = [Islands.island_of(r)[0] for r in recs[15:]]
+    assert len(set(after[1:])) == 1  # the first may still be the other island's
 
 
 def test_predicted_min_is_the_posterior_mean_near_the_best_point() -> None:

@@ -22,11 +22,12 @@ is below it too: a converged island no longer takes every other ask from one sti
 climbing another basin (docs/bo.md, Sixth pass).
 
 With ``handover_wait`` the hand-over waits for islands still climbing: after
-``handover`` of the budget an island keeps asking (alternating, and yielding as above)
-while its model predicts, in a box around its best point, a value below the run's best
-(WAIT_RADIUS, WAIT_SDS); the best island asks alone once no other island does. A fixed
-hand-over gave the run to a converged island in the local basin one evaluation before
-the island in the global basin overtook it (docs/bo.md, Sixth and Seventh pass).
+``handover`` of the budget an island stays in while its model's lower bound, in a box
+around its best point, is below the run's best value (WAIT_RADIUS, WAIT_SDS). The best
+island asks first and keeps its asks until it yields (``yield_logei``); only then does
+an island still climbing ask. A fixed hand-over gave the run to a converged island in
+the local basin while the island in the global basin was still climbing towards a
+deeper value (docs/bo.md, Sixth and Seventh pass).
 
 Everything is read from the view: a point's island is in its tag
 (``async-bo:island<i>:<tag of the island's own proposal>``), so a resumed run rebuilds
@@ -70,10 +71,12 @@ CATCH_UP = 0.5
 YIELD_LOGEI = -math.inf
 # ``handover_wait``: after the hand-over an island keeps asking while the lowest of its
 # posterior's mean - WAIT_SDS sd, in a box of WAIT_RADIUS fitted lengthscales per axis
-# around its best point, is below the run's best value (docs/bo.md, Seventh pass).
+# around its best point, is below the run's best value. The mean alone (0 sd) never
+# kept the island climbing the global basin of seed 210 (at -2.94 against -3.196, its
+# mean predicted -3.04); 3 sd kept islands that were hopeless as well, and their asks cost
+# the winners' last digits (docs/bo.md, Seventh pass: screens with 1, 2 and 3 sd).
 WAIT_RADIUS = 1.0
-WAIT_SDS = 0.0
-WAIT_FIRST = False
+WAIT_SDS = 2.0
 
 
 class Islands(Strategy):
@@ -162,7 +165,7 @@ class Islands(Strategy):
         # staggered island counts as if it had (1 - CATCH_UP) of the points out at its start
         head = [(1.0 - CATCH_UP) * i * self.stagger * self.budget for i in range(self.k)]
         order = sorted(alive, key=lambda i: counts[i] + head[i])
-        if WAIT_FIRST and len(alive) > 1 and self._handed_over(view):
+        if len(alive) > 1 and self._handed_over(view):
             # after the hand-over the best island asks first: a climbing island only gets
             # the asks the best one yields (converged), not every other one
             w = self.island_of(view.best)[0] if view.best is not None else -1
