@@ -40,25 +40,31 @@ def test_handover_wait_is_validated() -> None:
         parse_options("batch-bo", sp, {"handover_wait": True})
 
 
+def bowl(u: np.ndarray) -> float:
+    return float(((u - 0.3) ** 2).sum())
+
+
 class NearMinimum(Strategy):
-    """Points around a Branin minimizer, with the log-EI of a converged search: an island
-    that holds the best point and always yields (``last_logei`` = -inf)."""
+    """The bowl's minimizer and then points a hair from it, with the log-EI of a search
+    converged from its second ask on: an island that holds the best point (0) and then
+    always yields."""
 
     name = "near"
-    last_logei = -math.inf
+    last_logei = math.inf
 
     def __init__(self, space: Space) -> None:
         self.space = space
 
     def propose(self, view: RunView) -> Proposal | None:
-        rng = np.random.default_rng(len(view.records))
-        u = np.array([0.5428, 0.1517]) + 0.02 * rng.standard_normal(2)
-        return Evaluate.at(self.space.from_unit(np.clip(u, 0.0, 1.0)), tag=self.name)
+        n = len(view.records)
+        self.last_logei = math.inf if n == 0 else -math.inf
+        u = 0.3 + (1e-6 * np.random.default_rng(n).standard_normal(2) if n else np.zeros(2))
+        return Evaluate.at(self.space.from_unit(u), tag=self.name)
 
 
 def _after_handover(wait: bool) -> list[int]:
-    """The islands of the asks after the hand-over of a 30-point Branin run: island 0
-    holds the best point and yields, island 1 is a GP search."""
+    """The islands of the asks after the hand-over of a 30-point run on the bowl: island
+    0 holds the best point and yields, island 1 is a GP search."""
     sp = Space.unit(2)
 
     def make(i: int, share: int) -> Strategy:
@@ -67,11 +73,12 @@ def _after_handover(wait: bool) -> list[int]:
         return make_async_bo(sp, share, {"seed": 3, "explore": "none", "initial_points": 4})
 
     s = Islands(sp, 30, 2, 0.5, make, yield_logei=-50.0, handover_wait=wait)
-    res = SimulatedController(sp, s, branin, workers=2, settings=RunSettings(budget=30),
+    res = SimulatedController(sp, s, bowl, workers=2, settings=RunSettings(budget=30),
                               duration=lambda x: 1.0 + x.sum()).run()
     assert res.reason == "budget" and len(res.completed) == 30
     recs = [res.records[k] for k in sorted(res.records)]
-    assert Islands.island_of(min(recs, key=lambda r: r.value or 0.0))[0] == 0
+    assert res.best is not None and res.best.value == 0.0
+    assert Islands.island_of(res.best)[0] == 0
     return [Islands.island_of(r)[0] for r in recs[16:]]
 
 
