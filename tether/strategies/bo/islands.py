@@ -21,6 +21,14 @@ expects nothing more from its basin) yields the ask to the next island, unless t
 is below it too: a converged island no longer takes every other ask from one still
 climbing another basin (docs/bo.md, Sixth pass).
 
+With ``handover_wait`` the hand-over waits for islands still climbing: after
+``handover`` of the budget an island stays in while its model's lower bound, in a box
+around its best point, is below the run's best value (WAIT_RADIUS, WAIT_SDS). The best
+island asks first and keeps its asks until it yields (``yield_logei``); only then does
+an island still climbing ask. A fixed hand-over gave the run to a converged island in
+the local basin while the island in the global basin was still climbing towards a
+deeper value (docs/bo.md, Sixth and Seventh pass).
+
 Everything is read from the view: a point's island is in its tag
 (``async-bo:island<i>:<tag of the island's own proposal>``), so a resumed run rebuilds
 each island's data, pending points and explorer state.
@@ -61,6 +69,14 @@ CATCH_UP = 0.5
 # standardized units) below it yields to an island above it. Off by default; -5 is the
 # measured value with staggered islands (docs/bo.md, Sixth pass).
 YIELD_LOGEI = -math.inf
+# ``handover_wait``: after the hand-over an island keeps asking while the lowest of its
+# posterior's mean - WAIT_SDS sd, in a box of WAIT_RADIUS fitted lengthscales per axis
+# around its best point, is below the run's best value. The mean alone (0 sd) never
+# kept the island climbing the global basin of seed 210 (at -2.94 against -3.196, its
+# mean predicted -3.04); 3 sd kept islands that were hopeless as well, and their asks cost
+# the winners' last digits (docs/bo.md, Seventh pass: screens with 1, 2 and 3 sd).
+WAIT_RADIUS = 1.0
+WAIT_SDS = 2.0
 
 
 class Islands(Strategy):
@@ -70,11 +86,12 @@ class Islands(Strategy):
 
     def __init__(self, space: Space, budget: int, islands: int, handover: float,
                  make: Callable[[int, int], Strategy], stagger: float = 0.0,
-                 yield_logei: float = -math.inf) -> None:
+                 yield_logei: float = -math.inf, handover_wait: bool = False) -> None:
         """``make(i, budget)`` builds island ``i``'s strategy for that budget."""
         self.space, self.budget, self.k, self.handover = space, budget, islands, handover
         self.stagger = stagger
         self.yield_logei = yield_logei
+        self.handover_wait = handover_wait
         self.shares = [budget // islands + (i < budget % islands) for i in range(islands)]
         self.subs = [make(i, self.shares[i]) for i in range(islands)]
         for sub in self.subs:  # its polish phase is the end of the run, not of its share
@@ -95,24 +112,40 @@ class Islands(Strategy):
                 counts[i] += 1
         return counts
 
-    def _alive(self, view: RunView) -> list[int]:
+    def _alive(self, view: RunView, asking: bool = False) -> list[int]:
         """The islands still asking: all, then after ``handover`` the one holding the
-        best point. Read from the view at every ask, so a replay agrees."""
+        best point (with ``handover_wait`` and ``asking``: and those still climbing).
+        Read from the view at every ask, so a replay agrees (up to the refits)."""
         best = view.best
-        if best is not None and len(view.records) >= self.handover * self.budget:
+        started = [i for i in range(self.k) if len(view.records) >= i * self.stagger * self.budget]
+        if best is not None and self._handed_over(view):
             w, _ = self.island_of(best)
             if w >= 0:  # a warm-start record is the best: keep alternating
-                return [w]
-        return [i for i in range(self.k) if len(view.records) >= i * self.stagger * self.budget]
+                if not (self.handover_wait and asking):
+                    return [w]
+                assert best.value is not None
+                return [i for i in started if i == w or self._climbing(view, i, best.value)]
+        return started
 
-    def _budgets(self, view: RunView, counts: list[int]) -> tuple[list[int], list[int]]:
+    def _handed_over(self, view: RunView) -> bool:
+        return len(view.records) >= self.handover * self.budget
+
+    def _climbing(self, view: RunView, i: int, best: float) -> bool:
+        """Whether island ``i``'s model predicts a value below ``best`` near its best point."""
+        sub, me = self._view(view, i, self.budget), self.subs[i]
+        if not isinstance(me, BayesOpt) or me.in_design_phase(sub):
+            return False
+        return me.predicted_min(sub, WAIT_RADIUS, WAIT_SDS) < best
+
+    def _budgets(self, view: RunView, counts: list[int],
+                 asking: bool = False) -> tuple[list[int], list[int]]:
         """Each island's budget, and the islands still asking.
 
         An island that lost the hand-over stops where it is; an island still asking
         sees the run's remaining budget as its own, so its end game (``exploit``,
         ``polish``) runs at the end of the run.
         """
-        alive = self._alive(view)
+        alive = self._alive(view, asking)
         left = self.budget - sum(counts)
         budgets = [counts[i] + left if i in alive else counts[i] for i in range(self.k)]
         return budgets, alive
@@ -127,11 +160,16 @@ class Islands(Strategy):
 
     def propose(self, view: RunView) -> Proposal | None:
         counts = self._counts(view)
-        budgets, alive = self._budgets(view, counts)
+        budgets, alive = self._budgets(view, counts, asking=True)
         # the island with the fewest points asks, so the ones still asking alternate; a
         # staggered island counts as if it had (1 - CATCH_UP) of the points out at its start
         head = [(1.0 - CATCH_UP) * i * self.stagger * self.budget for i in range(self.k)]
         order = sorted(alive, key=lambda i: counts[i] + head[i])
+        if len(alive) > 1 and self._handed_over(view):
+            # after the hand-over the best island asks first: a climbing island only gets
+            # the asks the best one yields (converged), not every other one
+            w = self.island_of(view.best)[0] if view.best is not None else -1
+            order.sort(key=lambda i: i != w)
         spare: tuple[int, Evaluate] | None = None
         for i in order:
             sub = self._view(view, i, budgets[i])

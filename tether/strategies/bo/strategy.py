@@ -75,6 +75,7 @@ class BOSettings:
     stagger: float = 0.0  # async-bo islands: share of the budget before island i > 0 starts
     yield_logei: float = -math.inf  # async-bo islands: an island converged below it yields
     polish_radius: float = POLISH_RADIUS  # polish box half-width, in fitted lengthscales
+    handover_wait: bool = False  # async-bo islands: the hand-over waits for climbing islands
 
 
 class BayesOpt(Strategy):
@@ -211,6 +212,35 @@ class BayesOpt(Strategy):
                                       box=(lo, hi) if local else None,
                                       known=np.vstack([x_data, busy]))
         return x
+
+    def predicted_min(self, view: RunView, radius: float, sds: float) -> float:
+        """The lowest ``mean - sds * sd`` of the posterior in a box of ``radius`` fitted
+        lengthscales around the best point, in the values' own units (warp ``none``).
+
+        Islands ask it after the hand-over: an island whose model expects to beat the
+        run's best in its basin is still climbing (docs/bo.md, Seventh pass).
+        """
+        self.update_model(view)
+        post = self._post
+        assert post is not None
+        y_std = self.model.targets()
+        top = post.x[np.argsort(y_std)[:3]]
+        half = np.clip(radius * post.hyp.lengthscales, POLISH_MIN, 0.5)
+        lo, hi = np.clip(top[0] - half, 0.0, 1.0), np.clip(top[0] + half, 0.0, 1.0)
+        rng = rng_for(self.settings.seed, len(view.records))
+        sobol = lo + qmc.Sobol(self.dim, scramble=True, seed=rng).random_base2(8) * (hi - lo)
+
+        def neg_bound(x: np.ndarray, grad: bool) -> tuple[np.ndarray, np.ndarray | None]:
+            if not grad:
+                mean, var = post.predict(x)
+                return -(mean - sds * np.sqrt(var)), None
+            mean, var, dmean, dvar = post.predict_grad(x)
+            sd = np.sqrt(var)
+            return -(mean - sds * sd), -(dmean - sds * dvar / (2.0 * sd)[:, None])
+
+        _, val = maximize(neg_bound, np.vstack([sobol, np.clip(top, lo, hi)]),
+                          n_starts=self.settings.n_starts, box=(lo, hi))
+        return self.model.y_mean - self.model.y_std * val
 
     def fitted_lengthscales(self, view: RunView) -> np.ndarray:
         """The GP's lengthscales (unit cube) once the model has this view's data."""
