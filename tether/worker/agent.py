@@ -114,7 +114,7 @@ class WorkerAgent:
         self._outgoing: list[m.Message] = []  # sent as one frame at the end of the turn
         # a single-slot Python evaluator takes prefetched work ahead (see pyeval)
         self._ahead = evaluator if isinstance(evaluator, PythonEvaluator) and \
-            evaluator.lookahead and opts.slots == 1 else None
+            evaluator.lookahead else None
 
     # ------------------------------------------------------------ public
     def run(self) -> int:

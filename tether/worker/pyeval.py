@@ -12,8 +12,8 @@ A job still waiting behind another is dropped by the child before it starts: a `
 frame, acknowledged by ``dropped`` in the same write as the outcome before it. If the
 child started it before the drop arrived, the killed job is at the head of the child's
 queue once that outcome is read, and the child is killed then. Jobs waiting behind a
-killed or dead child's running one never started: they are forgotten, and the agent
-sends them again.
+killed or dead child's running one never started: they move to a new child, in the
+same order.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ class _Job:
     frames: list[Any] = field(default_factory=list)  # the child's, not yet handed out
     ended: bool = False  # its outcome (or its drop) arrived, or its child died under it
     killed: bool = False  # no longer wanted: its frames go nowhere
-    taken: bool = False  # the agent runs it (it is not only sent ahead)
 
 
 class _Child:
@@ -229,9 +228,7 @@ class PythonEvaluator:
     def start(self, eval_id: int, x: Sequence[float], names: Sequence[str]) -> _PythonRun:
         child = self._free_child()
         self._last = child
-        job = self._job(child, x)
-        job.taken = True
-        return _PythonRun(self, job)
+        return _PythonRun(self, self._job(child, x))
 
     def take(self, key: Key) -> _PythonRun | None:
         """The run of an evaluation sent ahead, now started by the agent; None if it
@@ -239,7 +236,6 @@ class PythonEvaluator:
         job = self.ahead.pop(key, None)
         if job is None:
             return None
-        job.taken = True
         self._last = job.child
         return _PythonRun(self, job)
 

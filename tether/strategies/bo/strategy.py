@@ -202,8 +202,7 @@ class BayesOpt(Strategy):
         scale = 0.05 * np.minimum(post.hyp.lengthscales, 1.0)
         lo, hi = np.zeros(self.dim), np.ones(self.dim)
         if local:
-            half = np.clip(s.polish_radius * post.hyp.lengthscales, POLISH_MIN, 0.5)
-            lo, hi = np.clip(top[0] - half, 0.0, 1.0), np.clip(top[0] + half, 0.0, 1.0)
+            lo, hi = self._box(top[0], s.polish_radius)
             sobol = lo + sobol * (hi - lo)
             top = np.clip(top, lo, hi)
         noise = rng.standard_normal((10 * len(top), self.dim)) * scale
@@ -212,6 +211,13 @@ class BayesOpt(Strategy):
                                       box=(lo, hi) if local else None,
                                       known=np.vstack([x_data, busy]))
         return x
+
+    def _box(self, center: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+        """The box of ``radius`` fitted lengthscales per axis around ``center`` (each
+        half-width clipped to [POLISH_MIN, 0.5] of the cube), inside the cube."""
+        assert self._post is not None
+        half = np.clip(radius * self._post.hyp.lengthscales, POLISH_MIN, 0.5)
+        return np.clip(center - half, 0.0, 1.0), np.clip(center + half, 0.0, 1.0)
 
     def predicted_min(self, view: RunView, radius: float, sds: float) -> float:
         """The lowest ``mean - sds * sd`` of the posterior in a box of ``radius`` fitted
@@ -225,8 +231,7 @@ class BayesOpt(Strategy):
         assert post is not None
         y_std = self.model.targets()
         top = post.x[np.argsort(y_std)[:3]]
-        half = np.clip(radius * post.hyp.lengthscales, POLISH_MIN, 0.5)
-        lo, hi = np.clip(top[0] - half, 0.0, 1.0), np.clip(top[0] + half, 0.0, 1.0)
+        lo, hi = self._box(top[0], radius)
         rng = rng_for(self.settings.seed, len(view.records))
         sobol = lo + qmc.Sobol(self.dim, scramble=True, seed=rng).random_base2(8) * (hi - lo)
 
