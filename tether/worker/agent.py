@@ -112,7 +112,7 @@ class WorkerAgent:
         self._poller = zmq.Poller()
         self._polled: set[Any] = set()  # what the poller watches: the socket and pipe fds
         self._outgoing: list[m.Message] = []  # sent as one frame at the end of the turn
-        # a single-slot Python evaluator takes prefetched work ahead (see pyeval)
+        # a Python evaluator takes prefetched work ahead, in its feed (see pyeval)
         self._ahead = evaluator if isinstance(evaluator, PythonEvaluator) and \
             evaluator.lookahead else None
 
@@ -240,7 +240,7 @@ class WorkerAgent:
         self.dying = [r for r in self.dying if not _reap(r, now)]
 
     def _send_ahead(self) -> None:
-        """Keep the child's pipe stocked with the next prefetched evaluations, in the
+        """Keep the children's feed stocked with the next prefetched evaluations, in the
         order the session starts them, and take back those it no longer holds."""
         ev = self._ahead
         assert ev is not None
@@ -248,7 +248,7 @@ class WorkerAgent:
         if ev.ahead:
             for key in [k for k in ev.ahead if k not in queued]:
                 ev.forget(key)
-        for key, start in itertools.islice(queued.items(), AHEAD):
+        for key, start in itertools.islice(queued.items(), AHEAD * ev.slots):
             if key not in ev.ahead and not ev.presend(key, start.x):
                 break
         ev.flush()
