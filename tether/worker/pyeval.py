@@ -161,12 +161,14 @@ class PythonEvaluator:
         self._seq = 0
         self._size = 0  # bytes per feed frame, fixed by the first job that fits one
         self._unwritten: list[_Job] = []  # for the feed, with the next flush
+        self._frame = pychild._SEQ
         self._ctx = mp.get_context("spawn")
         self._feed_w = -1
         self._feed: Connection | None = None
         if FEED:
             r, self._feed_w = os.pipe()
             os.set_blocking(r, False)  # a sibling may take the job a child saw arrive
+            os.set_blocking(self._feed_w, False)  # never wait on children that are starting
             self._feed = Connection(r, writable=False)
         self._children: dict[int, _Child] = {}  # live ones, by pipe fd
         self._poll = select.poll()
@@ -188,9 +190,10 @@ class PythonEvaluator:
         return child
 
     def _kill(self, child: _Child, reason: str = "", unwanted: bool = False) -> None:
-        """End a child; the job it runs fails with ``reason`` (if any). A new child takes
-        its place. ``unwanted``: only if, once what it wrote is read, the job it runs is
-        one nobody wants (it may have finished that one and taken the next)."""
+        """End a child; the job it runs fails with ``reason`` (if any); a new one takes
+        its place with the next work (:meth:`_top_up`). ``unwanted``: only if, once what
+        it wrote is read, it runs a job nobody wants (it may have finished that one and
+        taken the next)."""
         # under its lock the child is not between taking a job from the feed and saying so
         locked = child.lock.acquire(timeout=KILL_LOCK_WAIT)
         try:
@@ -214,7 +217,12 @@ class PythonEvaluator:
                 job.frames.append(("error", reason or DIED))
         if reason and not child.ready:
             self._fail_oldest(reason)
-        self._spawn()
+
+    def _top_up(self) -> None:
+        """Start children in place of those that died or were killed (not at once: an
+        agent that is leaving kills its evaluations and must not start new children)."""
+        while len(self._children) < self.slots:
+            self._spawn()
 
     def _fail_oldest(self, reason: str) -> None:
         """A child could not start: the oldest job in the feed fails with the reason (as
@@ -233,6 +241,8 @@ class PythonEvaluator:
     # ------------------------------------------------------------ reading
     def pump(self) -> None:
         """Read every child that wrote something (one poll for all of them)."""
+        if self._unwritten:
+            self.flush()
         ready = [self._children.get(fd) for fd, _ in self._poll.poll(0)]
         for child in ready:
             if child is None or child.dead:
@@ -249,6 +259,8 @@ class PythonEvaluator:
         for child in list(self._children.values()):
             if not child.ready and now > child.deadline:
                 self._kill(child, "the Python evaluation process did not start in time")
+        if not self._children and self.waiting:
+            self._spawn()  # work in the feed and no child left to take it
 
     def _drain(self, child: _Child) -> bool:
         """Read what the child has written so far; False if it is gone."""
@@ -296,11 +308,13 @@ class PythonEvaluator:
             return False
         if not self._size:
             self._size = size
+            self._frame = struct.Struct(f"<q{len(x)}d")
             for child in self._children.values():
                 child.send(("width", size))
         return size == self._size
 
     def start(self, eval_id: int, x: Sequence[float], names: Sequence[str]) -> _PythonRun:
+        self._top_up()
         job = self._new(x)
         if self._fits(x):
             self._unwritten.append(job)
@@ -308,7 +322,7 @@ class PythonEvaluator:
             self.flush()
         else:  # to an idle child's own pipe
             child = next((c for c in self._children.values() if c.job is None), None)
-            child = child or self._spawn()
+            child = child or self._spawn()  # (its idle ones may be taking from the feed)
             job.child = child
             child.job = job
             child.send((job.seq, job.x))
@@ -318,7 +332,10 @@ class PythonEvaluator:
         """The run of an evaluation written ahead, now started by the agent; None if it
         was not written ahead."""
         job = self.ahead.pop(key, None)
-        return None if job is None else _PythonRun(self, job)
+        if job is None:
+            return None
+        self._top_up()
+        return _PythonRun(self, job)
 
     def presend(self, key: Key, x: Sequence[float]) -> bool:
         """Put a queued evaluation in the feed; False when the feed cannot take more."""
@@ -332,13 +349,21 @@ class PythonEvaluator:
         return True
 
     def flush(self) -> None:
-        """Write what :meth:`presend` queued: whole frames, at most PIPE_BUF per write."""
-        jobs, self._unwritten = self._unwritten, []
-        per = PIPE_BUF // self._size if self._size else 1
-        for i in range(0, len(jobs), per):
-            data = b"".join(pychild._SEQ.pack(j.seq) + struct.pack(f"<{len(j.x)}d", *j.x)
-                            for j in jobs[i:i + per])
-            os.write(self._feed_w, data)
+        """Write the jobs queued for the feed: whole frames, at most PIPE_BUF bytes per
+        write (atomic). What does not fit now waits for the next flush."""
+        jobs = self._unwritten
+        if not jobs:
+            return
+        per, done = PIPE_BUF // self._size, 0
+        pack = self._frame.pack
+        try:
+            while done < len(jobs):
+                chunk = jobs[done:done + per]
+                os.write(self._feed_w, b"".join([pack(j.seq, *j.x) for j in chunk]))
+                done += len(chunk)
+        except BlockingIOError:
+            pass  # the feed is full: its children are slow to start or all busy
+        del jobs[:done]
 
     def forget(self, key: Key) -> None:
         """An evaluation written ahead is not to run after all (killed, given back)."""
