@@ -22,17 +22,18 @@ import msgpack
 # frames written and read on the raw descriptor: multiprocessing's Connection pickles
 # every message with a fresh pickler and reads each in two system calls, which was a
 # third of the agent's own work per evaluation. Agent -> child: ``[seq, x]`` (a job for
-# this child), ``["width", n]`` (the size of a feed frame), ``["drop", seq]`` (a job in
-# the feed not to start) or nil (stop). Child -> agent: ``["ready", ""]``, ``["took",
-# seq]`` (it starts this job from the feed), ``["dropped", seq]``, and for the job it
-# runs ``["partial", value, info]`` then ``["value", value]`` or ``["error", text]``.
+# this child), ``["width", n]`` (the size of a feed frame), ``["poke"]`` (look at the
+# feed), ``["drop", seq]`` (a job in the feed not to start) or nil (stop). Child ->
+# agent: ``["ready", ""]``, ``["took", seq]`` (it starts this job from the feed),
+# ``["dropped", seq]``, ``["idle", ""]`` (poked, it found the feed empty), and for the
+# job it runs ``["partial", value, info]`` then ``["value", value]`` or ``["error", text]``.
 #
 # The feed is one more pipe, shared by all the children of an agent: fixed-size frames
 # (``seq`` then x as float64), each written whole in one write, so one read of that
 # size takes exactly one job whichever child reads it (Linux takes the pipe's lock for
-# each read and write). A free child takes the next job itself; none waits behind a
-# busy sibling. A child takes a job and reports it under its own lock, which the agent
-# holds to kill it: a job is never taken by a child that dies before saying so.
+# each read and write). A child that ends a job takes the next one itself; none waits
+# behind a busy sibling. A child takes a job and reports it under its own lock, which
+# the agent holds to kill it: a job is never taken by a child that dies before saying so.
 _HEAD = struct.Struct("<I")
 _SEQ = struct.Struct("<q")
 
@@ -118,13 +119,8 @@ def main(conn: Connection, target: str, feed: Connection | None = None,
     out: list[Any] = []
     try:
         while True:
-            x = jobs.next(out, wait=False)
-            if x is None:  # nothing more to do now: say what happened, then wait
-                if out:
-                    write_frames(fd, out)
-                    out.clear()
-                x = jobs.next(out, wait=True)
-            if out:  # "took" this job, written with the last one's outcome
+            x = jobs.next(out)
+            if out:
                 write_frames(fd, out)
                 out.clear()
             out.append(_run(fd, fn, takes_report, x))
@@ -135,8 +131,12 @@ def main(conn: Connection, target: str, feed: Connection | None = None,
 
 
 class _Jobs:
-    """Where a child's next job comes from: its own pipe first (stop, drops, a job sent
-    to it), then the shared feed."""
+    """Where a child's next job comes from: its own pipe (stop, drops, pokes, a job sent
+    to it), then the shared feed, which it looks at after each job and when poked. It
+    sleeps on its own pipe only: if every idle child slept on the feed, each write to it
+    would wake them all, for one of them to take the job (a thundering herd that cost
+    more than it saved). The agent knows which children are idle (an outcome not
+    followed by ``took``) and pokes as many as there are jobs in the feed."""
 
     def __init__(self, fd: int, feed: int, lock: Any) -> None:
         import numpy as np
@@ -149,25 +149,31 @@ class _Jobs:
         self.size = 0  # bytes per feed frame, once the agent said
         self.mine: collections.deque[Any] = collections.deque()
         self.dropped: set[int] = set()
+        self.poked = False
         self.poll = select.poll()
         self.poll.register(fd, select.POLLIN)
 
-    def next(self, out: list[Any], wait: bool) -> Any:
-        """The next job's x; None if none is there and not ``wait``. Appends "took" and
-        "dropped" frames to ``out``."""
+    def next(self, out: list[Any]) -> Any:
+        """The next job's x, waiting if there is none (what ``out`` holds is written
+        before it sleeps). Appends "took", "dropped" and "idle" frames to ``out``."""
+        look = self.size > 0  # a job just ended: the next may be waiting in the feed
         while True:
+            if self.poll.poll(0):
+                self._own()
             if self.mine:
                 return self.mine.popleft()
-            ready = self.poll.poll(-1 if wait else 0)
-            if not ready:
-                return None
-            for fd, _ in ready:
-                if fd == self.fd:
-                    self._own()
-            if not self.mine and any(fd == self.feed for fd, _ in ready):
+            if look or self.poked:
                 x = self._from_feed(out)
                 if x is not None:
+                    self.poked = False
                     return x
+                if self.poked:  # so the agent may poke it again
+                    out.append(("idle", ""))
+                look = self.poked = False
+            if out:
+                write_frames(self.fd, out)
+                out.clear()
+            self.poll.poll(-1)
 
     def _own(self) -> None:
         try:
@@ -180,32 +186,33 @@ class _Jobs:
             if frame is None:
                 raise _Stop
             kind = frame[0]
-            if kind == "drop":
+            if kind == "poke":
+                self.poked = True
+            elif kind == "drop":
                 self.dropped.add(frame[1])
             elif kind == "width":
-                if not self.size:
-                    self.poll.register(self.feed, select.POLLIN)
                 self.size = frame[1]
             else:
                 self.mine.append(self.np.asarray(frame[1], dtype=float))
 
     def _from_feed(self, out: list[Any]) -> Any:
-        """Take one job from the feed (None: a sibling was faster, or it was dropped)."""
+        """Take the next job from the feed that is not dropped; None if it is empty
+        (or a sibling was faster)."""
         with self.lock:
-            try:
-                data = os.read(self.feed, self.size)
-            except BlockingIOError:
-                return None
-            if not data:
-                raise _Stop  # the agent closed the feed
-            seq = _SEQ.unpack_from(data)[0]
-            if self.dropped:
-                if seq in self.dropped:
-                    self.dropped.discard(seq)
-                    out.append(("dropped", seq))
+            while True:
+                try:
+                    data = os.read(self.feed, self.size)
+                except BlockingIOError:
                     return None
-                # the feed is read in order: older drops were for jobs a sibling took
-                self.dropped = {s for s in self.dropped if s > seq}
+                if not data:
+                    raise _Stop  # the agent closed the feed
+                seq = _SEQ.unpack_from(data)[0]
+                if seq not in self.dropped:
+                    break
+                self.dropped.discard(seq)
+                out.append(("dropped", seq))
+            if self.dropped:  # the feed is read in order: older drops were for jobs a
+                self.dropped = {s for s in self.dropped if s > seq}  # sibling took
             out.append(("took", seq))
             # reported before it starts, still under the lock the agent kills under
             write_frames(self.fd, out)

@@ -81,6 +81,7 @@ class _Child:
         self.dead = False
         self.deadline = time.monotonic() + start_timeout
         self.job: _Job | None = None  # the job it runs, as far as the agent has read
+        self.poked = False  # told to look at the feed, no answer yet
         self._unsent: list[Any] = []  # frames not written yet (it is not ready)
 
     def wait_ready(self) -> None:
@@ -113,10 +114,12 @@ class _Child:
         return ""
 
     def send(self, frame: Any) -> None:
-        if self.ready:
-            pychild.write_frames(self.fd, [frame])
-        else:
+        if not self.ready:
             self._unsent.append(frame)
+            return
+        # a child that died is found by the EOF on its pipe (pump), not here
+        with contextlib.suppress(BrokenPipeError):
+            pychild.write_frames(self.fd, [frame])
 
     def read(self) -> list[Any] | None:
         """The complete frames that arrived (reads once); None once the child is gone."""
@@ -171,11 +174,13 @@ class PythonEvaluator:
             os.set_blocking(self._feed_w, False)  # never wait on children that are starting
             self._feed = Connection(r, writable=False)
         self._children: dict[int, _Child] = {}  # live ones, by pipe fd
+        self._idle: set[_Child] = set()  # ready, no job, not poked: asleep on its pipe
         self._poll = select.poll()
         first = self._spawn()
         for _ in range(self.slots - 1):
             self._spawn()
         first.wait_ready()
+        self._idle.add(first)
 
     # ------------------------------------------------------------ children
     def _spawn(self) -> _Child:
@@ -209,6 +214,7 @@ class PythonEvaluator:
         self._route(child, to_eof=True)  # what it wrote before it died
         if self._children.pop(child.fd, None) is not None:
             self._poll.unregister(child.fd)
+        self._idle.discard(child)
         child.conn.close()
         job, child.job = child.job, None
         if job is not None and not job.ended:
@@ -251,6 +257,8 @@ class PythonEvaluator:
                 problem = child.check_ready()
                 if problem:
                     self._kill(child, problem)
+                elif child.ready and child.job is None:
+                    self._idle.add(child)
             elif not self._route(child):
                 self._kill(child, DIED)
             elif child.job is not None and child.job.killed:
@@ -261,6 +269,19 @@ class PythonEvaluator:
                 self._kill(child, "the Python evaluation process did not start in time")
         if not self._children and self.waiting:
             self._spawn()  # work in the feed and no child left to take it
+        self._poke()
+
+    def _poke(self) -> None:
+        """Wake as many idle children as there are jobs in the feed nobody took yet."""
+        if not self._idle or not self.waiting:
+            return
+        want = sum(1 for j in self.waiting.values() if not j.killed)
+        want -= sum(1 for c in self._children.values() if c.poked)
+        while want > 0 and self._idle:
+            child = self._idle.pop()
+            child.poked = True
+            child.send(("poke",))
+            want -= 1
 
     def _drain(self, child: _Child) -> bool:
         """Read what the child has written so far; False if it is gone."""
@@ -281,8 +302,11 @@ class PythonEvaluator:
                 if kind == "took":
                     job = self.waiting.pop(frame[1], None)
                     child.job = job
+                    child.poked = False
                     if job is not None:
                         job.child = child
+                elif kind == "idle":
+                    child.poked = False
                 elif kind == "dropped":
                     job = self.waiting.pop(frame[1], None)
                     if job is not None:
@@ -295,6 +319,10 @@ class PythonEvaluator:
                         job.ended = True
                         child.job = None
             if not to_eof:
+                if child.job is None and not child.poked:
+                    self._idle.add(child)
+                else:
+                    self._idle.discard(child)
                 return True
 
     # ------------------------------------------------------------ jobs
@@ -314,18 +342,21 @@ class PythonEvaluator:
         return size == self._size
 
     def start(self, eval_id: int, x: Sequence[float], names: Sequence[str]) -> _PythonRun:
+        self.pump()  # an idle child that died is replaced, not given the job
         self._top_up()
         job = self._new(x)
-        if self._fits(x):
-            self._unwritten.append(job)
-            self.waiting[job.seq] = job
-            self.flush()
-        else:  # to an idle child's own pipe
-            child = next((c for c in self._children.values() if c.job is None), None)
-            child = child or self._spawn()  # (its idle ones may be taking from the feed)
+        if self._idle or not self._fits(x):  # to an idle child's own pipe
+            child = self._idle.pop() if self._idle else next(
+                (c for c in self._children.values() if c.job is None), None)
+            child = child or self._spawn()
+            self._idle.discard(child)
             job.child = child
             child.job = job
             child.send((job.seq, job.x))
+        else:  # a child finishing its job takes it
+            self._unwritten.append(job)
+            self.waiting[job.seq] = job
+            self.flush()
         return _PythonRun(self, job)
 
     def take(self, key: Key) -> _PythonRun | None:
@@ -364,6 +395,7 @@ class PythonEvaluator:
         except BlockingIOError:
             pass  # the feed is full: its children are slow to start or all busy
         del jobs[:done]
+        self._poke()
 
     def forget(self, key: Key) -> None:
         """An evaluation written ahead is not to run after all (killed, given back)."""
