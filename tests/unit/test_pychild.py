@@ -85,12 +85,12 @@ def test_evaluator_streams_fails_and_replaces_a_dead_idle_child() -> None:
                                                                       {"step": 2}]
         assert out[-1] == Done(True, 0.75)
         # the idle child dies (OOM killer, an admin): the next evaluation gets a new one
-        (child,) = ev._children.values()
+        (child,) = ev._idle
         os.kill(child.proc.pid, signal.SIGKILL)
         child.proc.join(10)
         out = _outcome(ev.start(2, [0.5, 0.5], ["x0", "x1"]))
         assert out[-1] == Done(True, 1.0)
-        assert list(ev._children.values()) != [child] and not child.proc.is_alive()
+        assert ev._idle and ev._idle[0] is not child
     finally:
         ev.close()
     bad = PythonEvaluator("tests.integration.objectives:raises_left")

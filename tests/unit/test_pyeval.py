@@ -1,6 +1,5 @@
-"""Work written ahead to a Python objective's children (the feed they take jobs from):
-order, drops, kills, a dead child, and a free child that does not wait for a busy one,
-over real spawned children."""
+"""Work sent ahead to a Python objective's child (a single-slot agent with prefetched
+evaluations): order, drops, kills and a dead child, over real spawned children."""
 
 from __future__ import annotations
 
@@ -74,7 +73,7 @@ def test_work_sent_ahead_runs_in_order_in_one_child_and_a_dropped_job_never_star
         trace = started(tmp, 3)
         assert [x for x, _ in trace] == ["0.1", "0.2", "0.4"]  # 0.3 never started
         (pid,) = {p for _, p in trace}
-        assert [c.proc.pid for c in ev._children.values()] == [pid]  # the same one, alive
+        assert [c.proc.pid for c in ev._idle] == [pid]  # the same child, still alive
         assert os.waitpid(pid, os.WNOHANG) == (0, 0)
     finally:
         ev.close()
@@ -97,7 +96,7 @@ def test_a_job_started_before_its_drop_arrived_dies_with_its_child_and_the_next_
         (a, pid_a), (b, pid_b), (c, pid_c) = started(tmp, 3)
         assert (a, b, c) == ("0.1", "0.2", "0.3")
         assert pid_a == pid_b != pid_c
-        assert pid_a not in {c.proc.pid for c in ev._children.values()}
+        assert pid_a not in {c.proc.pid for c in ev._children if not c.dead}
     finally:
         ev.close()
 
@@ -152,37 +151,5 @@ def test_a_job_forgotten_before_it_was_written_is_taken_back(tmp: Path) -> None:
         assert third is not None and outcome(third) == done(0.3)
         assert [x for x, _ in started(tmp, 2)] == ["0.1", "0.3"]
         assert len({p for _, p in started(tmp, 2)}) == 1
-    finally:
-        ev.close()
-
-
-def test_a_free_child_takes_the_work_written_ahead_while_its_sibling_is_busy(
-        tmp: Path) -> None:
-    ev = PythonEvaluator("tests.integration.objectives:traced", slots=2)
-    try:
-        first = ev.start(1, [0.1, 1.0], NAMES)
-        ((_, pid_a),) = started(tmp, 1)  # held at its gate until the others are done
-        for i in (2, 3, 4):
-            assert ev.presend((i, 1), [i / 10, 0.0])
-        ev.flush()
-        for i in (2, 3, 4):
-            run = ev.take((i, 1))
-            assert run is not None and outcome(run) == done(i / 10)
-        trace = started(tmp, 4)
-        assert [x for x, _ in trace] == ["0.1", "0.2", "0.3", "0.4"]
-        assert {p for _, p in trace[1:]} != {pid_a} and pid_a not in {p for _, p in trace[1:]}
-        (tmp / "gate.1").touch()
-        assert outcome(first) == done(0.1)
-    finally:
-        ev.close()
-
-
-def test_a_job_too_wide_for_the_feed_goes_to_an_idle_child_directly(tmp: Path) -> None:
-    ev = PythonEvaluator("tests.integration.objectives:traced")
-    try:
-        wide = [0.5, 0.0] + [0.0] * 600  # 602 coordinates: more than a feed frame holds
-        assert not ev.presend((1, 1), wide)
-        assert outcome(ev.start(1, wide, NAMES)) == done(0.5)
-        assert outcome(ev.start(2, [0.7, 0.0], NAMES)) == done(0.7)
     finally:
         ev.close()

@@ -40,6 +40,7 @@ from tether.protocol.session import (
 )
 from tether.worker.evaluators import Done, Evaluator, PartialOut, Running
 from tether.worker.pyeval import AHEAD, PythonEvaluator
+from tether.worker.pyfeed import FeedEvaluator
 
 # ZMTP heartbeats on the worker's socket: libzmq drops a link silent this long after a
 # ping (a cut cable, a vanished controller), which is how a worker tells a dead
@@ -112,9 +113,9 @@ class WorkerAgent:
         self._poller = zmq.Poller()
         self._polled: set[Any] = set()  # what the poller watches: the socket and pipe fds
         self._outgoing: list[m.Message] = []  # sent as one frame at the end of the turn
-        # a Python evaluator takes prefetched work ahead, in its feed (see pyeval)
-        self._ahead = evaluator if isinstance(evaluator, PythonEvaluator) and \
-            evaluator.lookahead else None
+        # a Python evaluator takes prefetched work ahead (see pyeval and pyfeed)
+        self._ahead = evaluator if isinstance(evaluator, (PythonEvaluator, FeedEvaluator)) \
+            and evaluator.lookahead else None
 
     # ------------------------------------------------------------ public
     def run(self) -> int:
@@ -240,7 +241,7 @@ class WorkerAgent:
         self.dying = [r for r in self.dying if not _reap(r, now)]
 
     def _send_ahead(self) -> None:
-        """Keep the children's feed stocked with the next prefetched evaluations, in the
+        """Keep the child's pipe stocked with the next prefetched evaluations, in the
         order the session starts them, and take back those it no longer holds."""
         ev = self._ahead
         assert ev is not None

@@ -160,8 +160,13 @@ class _Jobs:
         while True:
             if self.poll.poll(0):
                 self._own()
-            if self.mine:
-                return self.mine.popleft()
+            while self.mine:  # jobs sent to this child, in order; a dropped one is skipped
+                seq, x = self.mine.popleft()
+                if seq not in self.dropped:
+                    self._prune(seq)
+                    return self.np.asarray(x, dtype=float)
+                self.dropped.discard(seq)
+                out.append(("dropped", seq))
             if look or self.poked:
                 x = self._from_feed(out)
                 if x is not None:
@@ -193,7 +198,13 @@ class _Jobs:
             elif kind == "width":
                 self.size = frame[1]
             else:
-                self.mine.append(self.np.asarray(frame[1], dtype=float))
+                self.mine.append(frame)
+
+    def _prune(self, seq: int) -> None:
+        """Jobs are numbered in the order they are sent and read: a drop older than the
+        job starting now was for one that started already, or that a sibling took."""
+        if self.dropped:
+            self.dropped = {s for s in self.dropped if s > seq}
 
     def _from_feed(self, out: list[Any]) -> Any:
         """Take the next job from the feed that is not dropped; None if it is empty
@@ -211,8 +222,7 @@ class _Jobs:
                     break
                 self.dropped.discard(seq)
                 out.append(("dropped", seq))
-            if self.dropped:  # the feed is read in order: older drops were for jobs a
-                self.dropped = {s for s in self.dropped if s > seq}  # sibling took
+            self._prune(seq)
             out.append(("took", seq))
             # reported before it starts, still under the lock the agent kills under
             write_frames(self.fd, out)

@@ -1,30 +1,28 @@
-"""A Python objective in persistent child processes that take their jobs from a feed.
+"""A Python objective in persistent child processes, with work sent ahead.
 
-An agent's children share one pipe, the feed, and a free child takes the next job from it
-itself (see :mod:`tether.worker.pychild`). So the agent can write evaluations it holds
-in its queue (prefetch) before any slot is free (:meth:`PythonEvaluator.presend`): a
-child goes from one job to the next without sleeping on its pipe, the agent reads
-several outcomes per wake-up, and no job waits behind a busy child while another is
-free. With 16 workers on a 2-core machine a sleep and a wake-up per evaluation on each
+A child runs its jobs one at a time, in the order they reach its pipe. A single-slot
+agent that holds prefetched evaluations sends the next few to its busy child before the
+running one ends (:meth:`PythonEvaluator.presend`), so the child goes from one job to the
+next without sleeping on its pipe, and the agent reads several outcomes per wake-up.
+With 16 such workers on a 2-core machine a sleep and a wake-up per evaluation on each
 side was about half of the pipe hop's CPU (docs/benchmarks.md, seventh pass).
 
-Kills keep their meaning. A job in the feed that is no longer wanted is dropped by the
-child that reads it (every child is told: a ``drop`` frame on its own pipe); if that
-child started it before the drop arrived, it says so (``took``) and is killed. A running
-job's child is killed (SIGKILL) under the child's lock, so the child is never caught
-between taking a job from the feed and saying which. Jobs whose x does not fit a feed
-frame (more than 510 coordinates) go to an idle child's own pipe instead.
+Kills keep their meaning. The running job's child is killed (SIGKILL), as it always was.
+A job still waiting behind another is dropped by the child before it starts: a ``drop``
+frame, acknowledged by ``dropped`` in the same write as the outcome before it. If the
+child started it before the drop arrived, the killed job is at the head of the child's
+queue once that outcome is read, and the child is killed then. Jobs waiting behind a
+killed or dead child's running one never started: they move to a new child, in the
+same order.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
-import os
 import select
-import struct
-import sys
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -34,24 +32,17 @@ from tether.errors import ConfigError
 from tether.worker import pychild
 from tether.worker.evaluators import Done, Output, PartialOut
 
-AHEAD = 4  # jobs written ahead per slot: enough that a child never waits on a turn
+AHEAD = 4  # jobs sent beyond the running one: enough that a child never waits on a turn
 DIED = "the Python evaluation process died"
-# a write of at most PIPE_BUF bytes is atomic (POSIX), and at most this much is in the
-# feed, half of Linux's default pipe buffer: a write to it never blocks the agent
-PIPE_BUF = 4096
-FEED_BYTES = 32768
-# a shared pipe read whole by several processes: Linux's pipes are locked per read
-FEED = sys.platform.startswith("linux")
-KILL_LOCK_WAIT = 2.0  # seconds; a child holds its lock for a read and a write
 
 Key = tuple[int, int]  # (eval_id, attempt)
 
 
 @dataclass(eq=False, slots=True)
 class _Job:
-    seq: int  # unique per evaluator: names the job in feed, took and drop frames
+    seq: int  # unique per evaluator: names the job in drop frames
     x: list[float]
-    child: _Child | None = None  # None while it waits in the feed
+    child: _Child
     frames: list[Any] = field(default_factory=list)  # the child's, not yet handed out
     ended: bool = False  # its outcome (or its drop) arrived, or its child died under it
     killed: bool = False  # no longer wanted: its frames go nowhere
@@ -62,35 +53,33 @@ class _Child:
 
     Starting one takes a second or so (a fresh interpreter imports the objective), so it
     never blocks the agent's loop: the child reports ``ready`` on its pipe, which the
-    agent reads like any other, and what was sent before then goes out at that moment.
+    agent polls like any other, and what was sent before then goes out at that moment.
     """
 
-    def __init__(self, ctx: Any, target: str, start_timeout: float,
-                 feed: Connection | None) -> None:
+    def __init__(self, ctx: Any, target: str, start_timeout: float, *extra: Any) -> None:
         parent, child = ctx.Pipe()
-        self.lock = ctx.Lock()
-        self.proc = ctx.Process(target=pychild.main, args=(child, target, feed, self.lock),
+        self.proc = ctx.Process(target=pychild.main, args=(child, target, *extra),
                                 daemon=True)
         self.proc.start()
         child.close()
         self.conn: Connection = parent  # kept for its lifetime; I/O goes through the fd
         self.fd = parent.fileno()
         self.frames = pychild.FrameReader(self.fd)
+        # one poll object, kept: "is there something to read" for a microsecond or two
+        self._readable = select.poll()
+        self._readable.register(self.fd, select.POLLIN)
         self.target = target
         self.ready = False
         self.dead = False
         self.deadline = time.monotonic() + start_timeout
-        self.job: _Job | None = None  # the job it runs, as far as the agent has read
-        self.poked = False  # told to look at the feed, no answer yet
-        self._unsent: list[Any] = []  # frames not written yet (it is not ready)
+        self.fifo: deque[_Job] = deque()  # jobs sent and not ended, in the child's order
+        self._unsent: list[Any] = []  # frames not written yet (queued, or not ready)
 
     def wait_ready(self) -> None:
         """Block until the child loaded the objective (used once, before connecting)."""
-        waiting = select.poll()
-        waiting.register(self.fd, select.POLLIN)
         while not self.ready:
             left = self.deadline - time.monotonic()
-            if left <= 0 or not waiting.poll(left * 1000):
+            if left <= 0 or not self._readable.poll(left * 1000):
                 self.proc.kill()
                 raise ConfigError(f"--python {self.target}: the child did not start in time")
             problem = self.check_ready()
@@ -99,7 +88,7 @@ class _Child:
 
     def check_ready(self) -> str:
         """Read the child's ``ready`` (call when its pipe is readable); the error, or ""."""
-        frames = self.read()
+        frames = self._read()
         if frames is None:
             frames = [("error", "the Python evaluation process died while starting")]
         if not frames:  # part of a frame so far
@@ -108,31 +97,68 @@ class _Child:
             self.proc.join(1)
             return str(frames[0][1])
         self.ready = True
-        if self._unsent:
-            pychild.write_frames(self.fd, self._unsent)
-            self._unsent.clear()
+        self.flush()
         return ""
 
     def send(self, frame: Any) -> None:
-        if not self.ready:
-            self._unsent.append(frame)
-            return
-        # a child that died is found by the EOF on its pipe (pump), not here
-        with contextlib.suppress(BrokenPipeError):
-            pychild.write_frames(self.fd, [frame])
+        self._unsent.append(frame)
+        self.flush()
 
-    def read(self) -> list[Any] | None:
-        """The complete frames that arrived (reads once); None once the child is gone."""
+    def queue(self, frame: Any) -> None:
+        """Send with the next :meth:`send` or :meth:`flush` (one write, one wake-up)."""
+        self._unsent.append(frame)
+
+    def flush(self) -> None:
+        if self.ready and self._unsent:
+            pychild.write_frames(self.fd, self._unsent)
+            self._unsent.clear()
+
+    def _read(self) -> list[Any] | None:
+        """The complete frames that arrived; None once the child is gone."""
         try:
             return self.frames.read()
         except OSError:
             return None
+
+    def unsend(self, seq: int) -> bool:
+        """Take back a job not written yet; whether it was there."""
+        for i, frame in enumerate(self._unsent):
+            if frame is not None and frame[0] == seq:
+                del self._unsent[i]
+                return True
+        return False
+
+    def readable(self) -> bool:
+        """Whether the pipe has something to read (or was closed), without waiting."""
+        return bool(self._readable.poll(0))
+
+    def route(self) -> bool:
+        """Read once and hand each frame to its job; False at EOF (the child is gone)."""
+        frames = self._read()
+        if frames is None:
+            return False
+        fifo = self.fifo
+        for frame in frames:
+            if frame[0] == "dropped":
+                for job in fifo:
+                    if job.seq == frame[1]:
+                        fifo.remove(job)
+                        job.ended = True
+                        break
+            elif fifo:  # the child's frames belong to the oldest job not ended
+                job = fifo[0]
+                job.frames.append(frame)
+                if frame[0] != "partial":
+                    job.ended = True
+                    fifo.popleft()
+        return True
 
     def kill(self) -> None:
         # the child may be mid-function and ignores SIGTERM (see pychild): end it for sure
         self.dead = True
         self.proc.kill()
         self.proc.join()
+        self.conn.close()
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -144,12 +170,14 @@ class _Child:
 
 
 class PythonEvaluator:
-    """Runs ``module:function`` in ``slots`` persistent child processes.
+    """Runs ``module:function`` in persistent child processes, one per busy slot.
 
     The first child starts at once and is waited for, so a bad target is reported before
-    the worker connects; the others start beside it in the background. A killed
-    evaluation's child is killed with it, and a new one takes its place without blocking
-    the agent; a finished one's child goes on to the next job.
+    the worker connects; the others for ``--slots`` start beside it in the background. A
+    killed evaluation's child is killed with it (its replacement starts without blocking
+    the agent); a finished one's child is reused. With one slot, queued evaluations are
+    sent ahead to the busy child (:meth:`presend`); with more, each child has one job at
+    a time, since a job sent ahead to one child could wait there while another is idle.
     """
 
     def __init__(self, target: str, start_timeout: float = 60.0, slots: int = 1) -> None:
@@ -157,288 +185,149 @@ class PythonEvaluator:
             raise ConfigError(f"--python needs module:function, got {target!r}")
         self.target = target
         self.start_timeout = start_timeout
-        self.slots = max(1, slots)
-        self.lookahead = FEED
-        self.ahead: dict[Key, _Job] = {}  # written ahead, not yet started by the agent
-        self.waiting: dict[int, _Job] = {}  # in the feed (or being taken), by seq
+        self.slots = slots
+        self.lookahead = slots == 1
+        self.ahead: dict[Key, _Job] = {}  # sent ahead, not yet started by the agent
         self._seq = 0
-        self._size = 0  # bytes per feed frame, fixed by the first job that fits one
-        self._unwritten: list[_Job] = []  # for the feed, with the next flush
-        self._frame = pychild._SEQ
+        self._last: _Child | None = None  # the child the agent gave work to last
+        self._children: list[_Child] = []
         self._ctx = mp.get_context("spawn")
-        self._feed_w = -1
-        self._feed: Connection | None = None
-        if FEED:
-            r, self._feed_w = os.pipe()
-            os.set_blocking(r, False)  # a sibling may take the job a child saw arrive
-            os.set_blocking(self._feed_w, False)  # never wait on children that are starting
-            self._feed = Connection(r, writable=False)
-        self._children: dict[int, _Child] = {}  # live ones, by pipe fd
-        self._idle: set[_Child] = set()  # ready, no job, not poked: asleep on its pipe
-        self._poll = select.poll()
         first = self._spawn()
-        for _ in range(self.slots - 1):
-            self._spawn()
+        self._idle: list[_Child] = [self._spawn() for _ in range(slots - 1)]
         first.wait_ready()
-        self._idle.add(first)
+        self._idle.append(first)
 
-    # ------------------------------------------------------------ children
     def _spawn(self) -> _Child:
-        child = _Child(self._ctx, self.target, self.start_timeout, self._feed)
-        self._children[child.fd] = child
-        self._poll.register(child.fd, select.POLLIN)
-        if self._size:
-            child.send(("width", self._size))
-        for job in self.waiting.values():
-            if job.killed:  # still in the feed: this child may be the one to read it
-                child.send(("drop", job.seq))
+        child = _Child(self._ctx, self.target, self.start_timeout)
+        self._children = [c for c in self._children if not c.dead]
+        self._children.append(child)
         return child
 
-    def _kill(self, child: _Child, reason: str = "", unwanted: bool = False) -> None:
-        """End a child; the job it runs fails with ``reason`` (if any); a new one takes
-        its place with the next work (:meth:`_top_up`). ``unwanted``: only if, once what
-        it wrote is read, it runs a job nobody wants (it may have finished that one and
-        taken the next)."""
-        # under its lock the child is not between taking a job from the feed and saying so
-        locked = child.lock.acquire(timeout=KILL_LOCK_WAIT)
-        try:
-            if unwanted:
-                alive = self._drain(child)
-                job = child.job
-                if alive and (job is None or not job.killed):
-                    return
-            child.kill()
-        finally:
-            if locked:
-                child.lock.release()
-        self._route(child, to_eof=True)  # what it wrote before it died
-        if self._children.pop(child.fd, None) is not None:
-            self._poll.unregister(child.fd)
-        self._idle.discard(child)
-        child.conn.close()
-        job, child.job = child.job, None
-        if job is not None and not job.ended:
-            job.ended = True
-            if not job.killed:
-                job.frames.append(("error", reason or DIED))
-        if reason and not child.ready:
-            self._fail_oldest(reason)
-
-    def _top_up(self) -> None:
-        """Start children in place of those that died or were killed (not at once: an
-        agent that is leaving kills its evaluations and must not start new children)."""
-        while len(self._children) < self.slots:
-            self._spawn()
-
-    def _fail_oldest(self, reason: str) -> None:
-        """A child could not start: the oldest job in the feed fails with the reason (as
-        it would have on that child), so an objective that no longer loads fails the
-        run's evaluations instead of leaving them waiting."""
-        job = next((j for j in self.waiting.values() if not j.killed), None)
-        if job is not None:
-            job.frames.append(("error", reason))
-            job.ended = job.killed = True
-            self._drop(job)
-
-    def _drop(self, job: _Job) -> None:
-        for child in self._children.values():
-            child.send(("drop", job.seq))
-
-    # ------------------------------------------------------------ reading
-    def pump(self) -> None:
-        """Read every child that wrote something (one poll for all of them)."""
-        if self._unwritten:
-            self.flush()
-        ready = [self._children.get(fd) for fd, _ in self._poll.poll(0)]
-        for child in ready:
-            if child is None or child.dead:
-                continue
-            if not child.ready:
-                problem = child.check_ready()
-                if problem:
-                    self._kill(child, problem)
-                elif child.ready and child.job is None:
-                    self._idle.add(child)
-            elif not self._route(child):
-                self._kill(child, DIED)
-            elif child.job is not None and child.job.killed:
-                self._kill(child, unwanted=True)  # it took the job before its drop came
-        now = time.monotonic()
-        for child in list(self._children.values()):
-            if not child.ready and now > child.deadline:
-                self._kill(child, "the Python evaluation process did not start in time")
-        if not self._children and self.waiting:
-            self._spawn()  # work in the feed and no child left to take it
-        self._poke()
-
-    def _poke(self) -> None:
-        """Wake as many idle children as there are jobs in the feed nobody took yet."""
-        if not self._idle or not self.waiting:
-            return
-        want = sum(1 for j in self.waiting.values() if not j.killed)
-        want -= sum(1 for c in self._children.values() if c.poked)
-        while want > 0 and self._idle:
-            child = self._idle.pop()
-            child.poked = True
-            child.send(("poke",))
-            want -= 1
-
-    def _drain(self, child: _Child) -> bool:
-        """Read what the child has written so far; False if it is gone."""
-        while select.select([child.fd], [], [], 0)[0]:
-            if not self._route(child):
-                return False
-        return True
-
-    def _route(self, child: _Child, to_eof: bool = False) -> bool:
-        """Read once (or, ``to_eof``, all that is left) and hand each frame to its job;
-        False at EOF."""
-        while True:
-            frames = child.read()
-            if frames is None:
-                return False
-            for frame in frames:
-                kind = frame[0]
-                if kind == "took":
-                    job = self.waiting.pop(frame[1], None)
-                    child.job = job
-                    child.poked = False
-                    if job is not None:
-                        job.child = child
-                elif kind == "idle":
-                    child.poked = False
-                elif kind == "dropped":
-                    job = self.waiting.pop(frame[1], None)
-                    if job is not None:
-                        job.ended = True
-                elif child.job is not None:
-                    job = child.job
-                    if not job.killed:
-                        job.frames.append(frame)
-                    if kind != "partial":
-                        job.ended = True
-                        child.job = None
-            if not to_eof:
-                if child.job is None and not child.poked:
-                    self._idle.add(child)
-                else:
-                    self._idle.discard(child)
-                return True
-
-    # ------------------------------------------------------------ jobs
-    def _new(self, x: Sequence[float]) -> _Job:
+    def _job(self, child: _Child, x: Sequence[float], later: bool = False) -> _Job:
         self._seq += 1
-        return _Job(self._seq, list(x))
+        job = _Job(self._seq, list(x), child)
+        self._send(job, child, later)
+        return job
 
-    def _fits(self, x: Sequence[float]) -> bool:
-        size = pychild._SEQ.size + 8 * len(x)
-        if self._feed is None or size > PIPE_BUF:
-            return False
-        if not self._size:
-            self._size = size
-            self._frame = struct.Struct(f"<q{len(x)}d")
-            for child in self._children.values():
-                child.send(("width", size))
-        return size == self._size
+    def _send(self, job: _Job, child: _Child, later: bool = False) -> None:
+        job.child = child
+        child.fifo.append(job)
+        if later:
+            child.queue((job.seq, job.x))
+        else:
+            child.send((job.seq, job.x))
+
+    def _free_child(self) -> _Child:
+        while self._idle:
+            c = self._idle.pop()
+            # a started idle child's pipe is readable only once it died (EOF): a poll,
+            # where is_alive() would be a waitpid and four Python calls per evaluation
+            if not c.ready or not c.readable():
+                return c
+            c.kill()
+        return self._spawn()
 
     def start(self, eval_id: int, x: Sequence[float], names: Sequence[str]) -> _PythonRun:
-        self.pump()  # an idle child that died is replaced, not given the job
-        self._top_up()
-        job = self._new(x)
-        if self._idle or not self._fits(x):  # to an idle child's own pipe
-            child = self._idle.pop() if self._idle else next(
-                (c for c in self._children.values() if c.job is None), None)
-            child = child or self._spawn()
-            self._idle.discard(child)
-            job.child = child
-            child.job = job
-            child.send((job.seq, job.x))
-        else:  # a child finishing its job takes it
-            self._unwritten.append(job)
-            self.waiting[job.seq] = job
-            self.flush()
-        return _PythonRun(self, job)
+        child = self._free_child()
+        self._last = child
+        return _PythonRun(self, self._job(child, x))
 
     def take(self, key: Key) -> _PythonRun | None:
-        """The run of an evaluation written ahead, now started by the agent; None if it
-        was not written ahead."""
+        """The run of an evaluation sent ahead, now started by the agent; None if it
+        was not sent ahead."""
         job = self.ahead.pop(key, None)
         if job is None:
             return None
-        self._top_up()
+        self._last = job.child
         return _PythonRun(self, job)
 
     def presend(self, key: Key, x: Sequence[float]) -> bool:
-        """Put a queued evaluation in the feed; False when the feed cannot take more."""
-        if not self._fits(x) or len(self.waiting) >= min(AHEAD * self.slots,
-                                                         FEED_BYTES // self._size):
+        """Send a queued evaluation to the busy child; False when it cannot take more."""
+        child = self._last
+        if child is None or child.dead or not child.fifo or len(child.fifo) > AHEAD:
             return False
-        job = self._new(x)
-        self._unwritten.append(job)
-        self.waiting[job.seq] = job
-        self.ahead[key] = job
+        self.ahead[key] = self._job(child, x, later=True)
         return True
 
     def flush(self) -> None:
-        """Write the jobs queued for the feed: whole frames, at most PIPE_BUF bytes per
-        write (atomic). What does not fit now waits for the next flush."""
-        jobs = self._unwritten
-        if not jobs:
-            return
-        per, done = PIPE_BUF // self._size, 0
-        pack = self._frame.pack
-        try:
-            while done < len(jobs):
-                chunk = jobs[done:done + per]
-                os.write(self._feed_w, b"".join([pack(j.seq, *j.x) for j in chunk]))
-                done += len(chunk)
-        except BlockingIOError:
-            pass  # the feed is full: its children are slow to start or all busy
-        del jobs[:done]
-        self._poke()
+        """Write what :meth:`presend` queued, in one write."""
+        if self._last is not None and not self._last.dead:
+            self._last.flush()
 
     def forget(self, key: Key) -> None:
-        """An evaluation written ahead is not to run after all (killed, given back)."""
+        """An evaluation sent ahead is not to run after all (killed, given back)."""
         job = self.ahead.pop(key, None)
         if job is not None:
             self._cancel(job)
 
     def _cancel(self, job: _Job) -> None:
-        """Make sure a job does not run (on): taken back if not written yet, dropped if
-        it waits in the feed, its child killed if it runs; an outcome already back is
-        discarded."""
+        """Make sure a job does not run (on): dropped if it waits, its child killed if
+        it runs; its outcome, if already back, is discarded."""
         job.killed = True
+        child = job.child
+        if not job.ended and not child.dead:
+            if child.unsend(job.seq):  # it never reached the child: take it back
+                child.fifo.remove(job)
+                job.ended = True
+            else:
+                self._drain(child)  # it may have ended already: then nothing runs
+                if child.dead or job.ended:
+                    pass
+                elif child.fifo[0] is job:
+                    self._kill(child)
+                else:
+                    child.send(("drop", job.seq))
         job.frames.clear()
-        if job.ended:
+        if not child.dead:
+            self._settle(child)
+
+    def _drain(self, child: _Child, limit: int = 16) -> None:
+        """Route what the child has written so far (a bounded number of reads)."""
+        for _ in range(limit):
+            if not child.readable():
+                return
+            if not child.route():
+                self._kill(child, DIED)
+                return
+
+    def _settle(self, child: _Child) -> None:
+        """After reading a child: kill it if it runs a job nobody wants; idle if done."""
+        if child.fifo and child.fifo[0].killed:
+            self._kill(child)
+        elif not child.fifo and child not in self._idle:
+            self._idle.append(child)
+
+    def _kill(self, child: _Child, reason: str = "") -> None:
+        """End a child. Its running job fails with ``reason`` (if any); the jobs queued
+        behind it never started, and go to another child in the same order."""
+        child.kill()
+        with contextlib.suppress(ValueError):
+            self._idle.remove(child)
+        if not child.fifo:
             return
-        if job.child is None and job in self._unwritten:
-            self._unwritten.remove(job)
-            del self.waiting[job.seq]
-            job.ended = True
-            return
-        self.pump()  # it may have been taken, or ended, meanwhile
-        if job.ended:
-            return
-        if job.child is None:
-            self._drop(job)
-        elif not job.child.dead:
-            self._kill(job.child, unwanted=True)
+        head, *rest = child.fifo
+        child.fifo.clear()
+        head.ended = True
+        if reason and not head.killed:
+            head.frames.append(("error", reason))
+        rest = [job for job in rest if not job.killed]
+        if rest:
+            new = self._free_child()
+            if self._last is child:
+                self._last = new
+            for job in rest:
+                self._send(job, new)
 
     def close(self) -> None:
-        if self._feed_w >= 0:
-            os.close(self._feed_w)  # EOF on the feed: every child stops
-            self._feed_w = -1
-        for child in self._children.values():
-            if child.job is None:
+        for child in self._children:
+            if child.dead:
+                continue
+            if child in self._idle:
                 child.close()
             else:
                 child.kill()
-            child.conn.close()
-        self._children.clear()
-        if self._feed is not None:
-            self._feed.close()
+        self._idle.clear()
         self.ahead.clear()
-        self.waiting.clear()
 
 
 class _PythonRun:
@@ -448,19 +337,28 @@ class _PythonRun:
         self.done = False
 
     def fds(self) -> list[int]:
-        if self.done or self.job.ended:
-            return []
-        child = self.job.child
-        # in the feed: any child may take it and say so
-        return [child.fd] if child is not None else list(self.ev._children)
+        return [] if self.done or self.job.ended else [self.job.child.fd]
 
     def due(self) -> bool:
-        # its outcome was read with another job's: nothing will wake the poller for it
+        # its outcome was read with an earlier job's: nothing will wake the poller for it
         return not self.done and bool(self.job.frames)
 
     def poll(self, now: float) -> list[Output]:
-        if not self.done and not self.job.ended:
-            self.ev.pump()
+        job = self.job
+        if not self.done and not job.ended:
+            child = job.child
+            if not child.ready:
+                self._poll_start(child)
+            else:
+                while not job.ended and child.readable():
+                    if not child.route():
+                        self.ev._kill(child, DIED)
+                        break
+                if not child.dead:
+                    self.ev._settle(child)
+        return self._outputs()
+
+    def _outputs(self) -> list[Output]:
         job = self.job
         if self.done or not job.frames:
             return []
@@ -474,6 +372,17 @@ class _PythonRun:
                 out.append(Done(True, frame[1]) if kind == "value" else Done(False, error=frame[1]))
         job.frames.clear()
         return out
+
+    def _poll_start(self, child: _Child) -> None:
+        if child.readable():
+            problem = child.check_ready()
+            if not problem:
+                return
+        elif time.monotonic() < child.deadline:
+            return
+        else:
+            problem = "the Python evaluation process did not start in time"
+        self.ev._kill(child, problem)
 
     def kill(self, now: float, hard: bool = False) -> None:
         if not self.done:
