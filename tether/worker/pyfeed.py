@@ -1,16 +1,18 @@
-"""A Python objective in persistent child processes that take their jobs from a feed.
+"""A multi-slot agent's Python children, taking their jobs from one shared pipe.
 
-An agent's children share one pipe, the feed, and a free child takes the next job from it
-itself (see :mod:`tether.worker.pychild`). So the agent can write evaluations it holds
-in its queue (prefetch) before any slot is free (:meth:`PythonEvaluator.presend`): a
-child goes from one job to the next without sleeping on its pipe, the agent reads
-several outcomes per wake-up, and no job waits behind a busy child while another is
-free. With 16 workers on a 2-core machine a sleep and a wake-up per evaluation on each
-side was about half of the pipe hop's CPU (docs/benchmarks.md, seventh pass).
+A single-slot agent sends prefetched work ahead to its one child (:mod:`pyeval`). With
+more slots a job sent ahead to one child could wait behind its long evaluation while a
+sibling is idle, so the children share a pipe, the feed, and a child that ends a job
+takes the next one itself (see :mod:`tether.worker.pychild`): it goes from one job to
+the next without sleeping, and the agent reads several outcomes per wake-up. Children
+sleep on their own pipes, not on the feed, whose every write would wake them all (a
+thundering herd that cost more than the feed saved): the agent knows which are idle,
+gives a new evaluation to one of them directly, and pokes as many as there are jobs
+waiting in the feed.
 
 Kills keep their meaning. A job in the feed that is no longer wanted is dropped by the
 child that reads it (every child is told: a ``drop`` frame on its own pipe); if that
-child started it before the drop arrived, it says so (``took``) and is killed. A running
+child took it before the drop arrived, it says so (``took``) and is killed. A running
 job's child is killed (SIGKILL) under the child's lock, so the child is never caught
 between taking a job from the feed and saying which. Jobs whose x does not fit a feed
 frame (more than 510 coordinates) go to an idle child's own pipe instead.
