@@ -39,7 +39,7 @@ from tether.protocol.session import (
     compact,
 )
 from tether.worker.evaluators import Done, Evaluator, PartialOut, Running
-from tether.worker.pyeval import AHEAD, PythonEvaluator
+from tether.worker.pyeval import PythonEvaluator
 from tether.worker.pyfeed import FeedEvaluator
 
 # ZMTP heartbeats on the worker's socket: libzmq drops a link silent this long after a
@@ -249,7 +249,8 @@ class WorkerAgent:
         if ev.ahead:
             for key in [k for k in ev.ahead if k not in queued]:
                 ev.forget(key)
-        for key, start in itertools.islice(queued.items(), AHEAD * ev.slots):
+        # what is ahead is the front of the queue (sent in order): look past it only
+        for key, start in itertools.islice(queued.items(), len(ev.ahead), ev.ahead_max):
             if key not in ev.ahead and not ev.presend(key, start.x):
                 break
         ev.flush()

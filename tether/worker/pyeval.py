@@ -187,6 +187,7 @@ class PythonEvaluator:
         self.start_timeout = start_timeout
         self.slots = slots
         self.lookahead = slots == 1
+        self.ahead_max = AHEAD
         self.ahead: dict[Key, _Job] = {}  # sent ahead, not yet started by the agent
         self._seq = 0
         self._last: _Child | None = None  # the child the agent gave work to last

@@ -35,7 +35,7 @@ from typing import Any
 from tether.errors import ConfigError
 from tether.worker import pychild
 from tether.worker.evaluators import Done, Output, PartialOut
-from tether.worker.pyeval import AHEAD, DIED, Key, _Child
+from tether.worker.pyeval import DIED, Key, _Child
 
 # a write of at most PIPE_BUF bytes is atomic (POSIX), and at most this much is in the
 # feed, half of Linux's default pipe buffer: a write to it never blocks the agent
@@ -98,6 +98,7 @@ class FeedEvaluator:
         self.start_timeout = start_timeout
         self.slots = max(1, slots)
         self.lookahead = FEED
+        self.ahead_max = FEED_BYTES // pychild._SEQ.size  # checked again in presend
         self.ahead: dict[Key, _Job] = {}  # written ahead, not yet started by the agent
         self.waiting: dict[int, _Job] = {}  # in the feed (or being taken), by seq
         self._seq = 0
@@ -309,8 +310,7 @@ class FeedEvaluator:
 
     def presend(self, key: Key, x: Sequence[float]) -> bool:
         """Put a queued evaluation in the feed; False when the feed cannot take more."""
-        if not self._fits(x) or len(self.waiting) >= min(AHEAD * self.slots,
-                                                         FEED_BYTES // self._size):
+        if not self._fits(x) or len(self.waiting) >= FEED_BYTES // self._size:
             return False
         job = self._new(x)
         self._unwritten.append(job)
