@@ -158,7 +158,9 @@ class _Jobs:
         before it sleeps). Appends "took", "dropped" and "idle" frames to ``out``."""
         look = self.size > 0  # a job just ended: the next may be waiting in the feed
         while True:
-            if self.poll.poll(0):
+            # news before the next job starts (a drop, a poke, stop); with nothing to
+            # start the blocking read below brings them anyway
+            if (self.mine or look or self.poked) and self.poll.poll(0):
                 self._own()
             while self.mine:  # jobs sent to this child, in order; a dropped one is skipped
                 seq, x = self.mine.popleft()
@@ -178,7 +180,7 @@ class _Jobs:
             if out:
                 write_frames(self.fd, out)
                 out.clear()
-            self.poll.poll(-1)
+            self._own()  # sleeps until the agent writes
 
     def _own(self) -> None:
         try:
