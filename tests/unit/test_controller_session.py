@@ -372,3 +372,13 @@ def test_pool_counts_stay_exact_under_random_holds_releases_and_rehold() -> None
         assert set(pool._free) == {n for n, f in free.items() if f > 0}
         assert all(pool.holders.get(e, {}).get(x.name) == a
                    for x in ws for e, a in x.busy.items())
+
+
+def test_auto_prefetch_of_a_node_agent_is_64_per_slot() -> None:
+    # a node agent's slots are as many workers: its queue may hold what theirs would
+    sess, journal, clock = make(budget=1000, prefetch=None)
+    sess.receive(b"N", hello("node", slots=4), clock.t)
+    first = evaluates(sent(sess), b"N")
+    assert len(first) == 4 + 1  # its slots and one queued, until its first result
+    sess.receive(b"N", m.Result(first[0].eval_id, 0, 1.0, seconds=1e-5), clock.t)
+    assert len(evaluates(sent(sess), b"N")) == 1 + 4 * 64 - 1

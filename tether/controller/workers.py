@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 # [run] prefetch = "auto": a worker's queue holds about this many seconds of its own
-# evaluations (from the durations it reports), at least AUTO_MIN and at most AUTO_MAX.
+# evaluations (from the durations it reports), at least AUTO_MIN and at most AUTO_MAX
+# per slot (a node agent's slots are as many workers).
 # What that bounds is the cost of prefetching: work queued at one worker while another
 # has none (at the end of a budget, or when a worker joins) is at most this long.
 # The queues of all workers together hold at most AUTO_TOTAL (beyond AUTO_MIN each):
@@ -124,7 +125,7 @@ class WorkerPool:
         pace = seconds if w.pace < 0 else 0.7 * w.pace + 0.3 * seconds
         w.pace = pace
         room = AUTO_WINDOW * w.slots
-        most = min(AUTO_MAX, AUTO_TOTAL // len(self.by_name))
+        most = min(AUTO_MAX * w.slots, AUTO_TOTAL // len(self.by_name))
         k = most if pace * most <= room else int(room / pace)
         k = max(AUTO_MIN, k)
         if k != w.prefetch:

@@ -39,7 +39,8 @@ from tether.protocol.session import (
     compact,
 )
 from tether.worker.evaluators import Done, Evaluator, PartialOut, Running
-from tether.worker.pyeval import AHEAD, PythonEvaluator
+from tether.worker.pyeval import PythonEvaluator
+from tether.worker.pyfeed import FeedEvaluator
 
 # ZMTP heartbeats on the worker's socket: libzmq drops a link silent this long after a
 # ping (a cut cable, a vanished controller), which is how a worker tells a dead
@@ -112,9 +113,9 @@ class WorkerAgent:
         self._poller = zmq.Poller()
         self._polled: set[Any] = set()  # what the poller watches: the socket and pipe fds
         self._outgoing: list[m.Message] = []  # sent as one frame at the end of the turn
-        # a single-slot Python evaluator takes prefetched work ahead (see pyeval)
-        self._ahead = evaluator if isinstance(evaluator, PythonEvaluator) and \
-            evaluator.lookahead else None
+        # a Python evaluator takes prefetched work ahead (see pyeval and pyfeed)
+        self._ahead = evaluator if isinstance(evaluator, (PythonEvaluator, FeedEvaluator)) \
+            and evaluator.lookahead else None
 
     # ------------------------------------------------------------ public
     def run(self) -> int:
@@ -248,7 +249,8 @@ class WorkerAgent:
         if ev.ahead:
             for key in [k for k in ev.ahead if k not in queued]:
                 ev.forget(key)
-        for key, start in itertools.islice(queued.items(), AHEAD):
+        # what is ahead is the front of the queue (sent in order): look past it only
+        for key, start in itertools.islice(queued.items(), len(ev.ahead), ev.ahead_max):
             if key not in ev.ahead and not ev.presend(key, start.x):
                 break
         ev.flush()

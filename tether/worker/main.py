@@ -13,6 +13,7 @@ from tether.worker.evaluators import CommandEvaluator, Evaluator
 from tether.worker.inprocess import InProcessEvaluator
 from tether.worker.parsers import load_parser
 from tether.worker.pyeval import PythonEvaluator
+from tether.worker.pyfeed import FEED, FeedEvaluator
 from tether.worker.walltime import job_seconds_left
 
 #: --max-wait inside a Slurm/PBS job when not given: a worker whose run is gone must not
@@ -49,6 +50,8 @@ def make_evaluator(python: str | None, command: str | None,
     if python is not None:
         if parser is not None:
             raise ConfigError("--parser reads a program's output: it needs --command")
+        if slots > 1 and FEED:  # children that take their jobs from a shared pipe
+            return FeedEvaluator(python, slots=slots)
         return PythonEvaluator(python, slots=slots)
     assert command is not None
     return CommandEvaluator(command, parser=load_parser(parser) if parser else None)

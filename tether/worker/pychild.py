@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import inspect
 import math
@@ -17,14 +18,24 @@ from typing import Any
 
 import msgpack
 
-# The pipe between the agent and this child carries length-prefixed msgpack frames,
-# written and read on the raw descriptor: multiprocessing's Connection pickles every
-# message with a fresh pickler and reads each in two system calls, which was a third of
-# the agent's own work per evaluation. Agent -> child: ``[seq, x]`` (a job),
-# ``["drop", seq]`` (do not start it) or nil (stop); child -> agent: ``["ready", ""]``,
-# ``["partial", value, info]``, ``["value", value]``, ``["error", text]`` (these three
-# for the job it runs: jobs run in the order they came) or ``["dropped", seq]``.
+# Each child has its own pipe to and from the agent, carrying length-prefixed msgpack
+# frames written and read on the raw descriptor: multiprocessing's Connection pickles
+# every message with a fresh pickler and reads each in two system calls, which was a
+# third of the agent's own work per evaluation. Agent -> child: ``[seq, x]`` (a job for
+# this child), ``["width", n]`` (the size of a feed frame), ``["poke"]`` (look at the
+# feed), ``["drop", seq]`` (a job in the feed not to start) or nil (stop). Child ->
+# agent: ``["ready", ""]``, ``["took", seq]`` (it starts this job from the feed),
+# ``["dropped", seq]``, ``["idle", ""]`` (poked, it found the feed empty), and for the
+# job it runs ``["partial", value, info]`` then ``["value", value]`` or ``["error", text]``.
+#
+# The feed is one more pipe, shared by all the children of an agent: fixed-size frames
+# (``seq`` then x as float64), each written whole in one write, so one read of that
+# size takes exactly one job whichever child reads it (Linux takes the pipe's lock for
+# each read and write). A child that ends a job takes the next one itself; none waits
+# behind a busy sibling. A child takes a job and reports it under its own lock, which
+# the agent holds to kill it: a job is never taken by a child that dies before saying so.
 _HEAD = struct.Struct("<I")
+_SEQ = struct.Struct("<q")
 
 
 def write_frame(fd: int, obj: Any) -> None:
@@ -85,7 +96,12 @@ def load(target: str) -> Any:
     return fn
 
 
-def main(conn: Connection, target: str) -> None:
+class _Stop(Exception):
+    """The agent said stop, or went away."""
+
+
+def main(conn: Connection, target: str, feed: Connection | None = None,
+         lock: Any = None) -> None:
     # The agent owns signals: Ctrl-C in a terminal, or the SIGTERM a batch system sends to
     # every process of a job, must reach the agent and not fail the evaluation under it.
     # The agent ends this child with SIGKILL when it abandons the evaluation.
@@ -98,54 +114,122 @@ def main(conn: Connection, target: str) -> None:
     except Exception as exc:
         write_frame(fd, ("error", f"cannot load {target}: {type(exc).__name__}: {exc}"))
         return
-    import numpy as np
-
     write_frame(fd, ("ready", ""))
-    reader = FrameReader(fd)
-    waiting = select.poll()
-    waiting.register(fd, select.POLLIN)
-    jobs: collections.deque[Any] = collections.deque()
+    jobs = _Jobs(fd, feed.fileno() if feed is not None else -1, lock)
     out: list[Any] = []
-    while True:
-        if not jobs:
-            if not _take(reader, jobs, out):
-                return
-            if out:  # drops that came while idle
+    try:
+        while True:
+            x = jobs.next(out)
+            if out:
                 write_frames(fd, out)
                 out.clear()
-            continue
-        x = jobs.popleft()[1]
-        out.append(_run(fd, fn, takes_report, np.asarray(x, dtype=float)))
-        # drops (and jobs) that came while it ran: a job dropped now never starts, and
-        # its "dropped" travels with this outcome, so the agent knows what runs next
-        if jobs and waiting.poll(0) and not _take(reader, jobs, out):
-            write_frames(fd, out)
-            return
-        write_frames(fd, out)
-        out.clear()
+            out.append(_run(fd, fn, takes_report, x))
+    except _Stop:
+        if out:
+            with contextlib.suppress(OSError):
+                write_frames(fd, out)
 
 
-def _take(reader: FrameReader, jobs: collections.deque[Any], out: list[Any]) -> bool:
-    """Read the pipe once (blocks if empty): jobs join the queue, drops leave it; False
-    at stop or EOF."""
-    try:
-        got = reader.read()
-    except OSError:
-        return False
-    if got is None:
-        return False
-    for frame in got:
-        if frame is None:
-            return False
-        if frame[0] == "drop":
-            for job in jobs:
-                if job[0] == frame[1]:
-                    jobs.remove(job)
-                    out.append(("dropped", frame[1]))
+class _Jobs:
+    """Where a child's next job comes from: its own pipe (stop, drops, pokes, a job sent
+    to it), then the shared feed, which it looks at after each job and when poked. It
+    sleeps on its own pipe only: if every idle child slept on the feed, each write to it
+    would wake them all, for one of them to take the job (a thundering herd that cost
+    more than it saved). The agent knows which children are idle (an outcome not
+    followed by ``took``) and pokes as many as there are jobs in the feed."""
+
+    def __init__(self, fd: int, feed: int, lock: Any) -> None:
+        import numpy as np
+
+        self.np = np
+        self.fd = fd
+        self.feed = feed
+        self.lock = lock
+        self.reader = FrameReader(fd)
+        self.size = 0  # bytes per feed frame, once the agent said
+        self.mine: collections.deque[Any] = collections.deque()
+        self.dropped: set[int] = set()
+        self.poked = False
+        self.poll = select.poll()
+        self.poll.register(fd, select.POLLIN)
+
+    def next(self, out: list[Any]) -> Any:
+        """The next job's x, waiting if there is none (what ``out`` holds is written
+        before it sleeps). Appends "took", "dropped" and "idle" frames to ``out``."""
+        look = self.size > 0  # a job just ended: the next may be waiting in the feed
+        while True:
+            # news before the next job starts (a drop, a poke, stop); with nothing to
+            # start the blocking read below brings them anyway
+            if (self.mine or look or self.poked) and self.poll.poll(0):
+                self._own()
+            while self.mine:  # jobs sent to this child, in order; a dropped one is skipped
+                seq, x = self.mine.popleft()
+                if seq not in self.dropped:
+                    self._prune(seq)
+                    return self.np.asarray(x, dtype=float)
+                self.dropped.discard(seq)
+                out.append(("dropped", seq))
+            if look or self.poked:
+                x = self._from_feed(out)
+                if x is not None:
+                    self.poked = False
+                    return x
+                if self.poked:  # so the agent may poke it again
+                    out.append(("idle", ""))
+                look = self.poked = False
+            if out:
+                write_frames(self.fd, out)
+                out.clear()
+            self._own()  # sleeps until the agent writes
+
+    def _own(self) -> None:
+        try:
+            got = self.reader.read()
+        except OSError:
+            got = None
+        if got is None:
+            raise _Stop
+        for frame in got:
+            if frame is None:
+                raise _Stop
+            kind = frame[0]
+            if kind == "poke":
+                self.poked = True
+            elif kind == "drop":
+                self.dropped.add(frame[1])
+            elif kind == "width":
+                self.size = frame[1]
+            else:
+                self.mine.append(frame)
+
+    def _prune(self, seq: int) -> None:
+        """Jobs are numbered in the order they are sent and read: a drop older than the
+        job starting now was for one that started already, or that a sibling took."""
+        if self.dropped:
+            self.dropped = {s for s in self.dropped if s > seq}
+
+    def _from_feed(self, out: list[Any]) -> Any:
+        """Take the next job from the feed that is not dropped; None if it is empty
+        (or a sibling was faster)."""
+        with self.lock:
+            while True:
+                try:
+                    data = os.read(self.feed, self.size)
+                except BlockingIOError:
+                    return None
+                if not data:
+                    raise _Stop  # the agent closed the feed
+                seq = _SEQ.unpack_from(data)[0]
+                if seq not in self.dropped:
                     break
-        else:
-            jobs.append(frame)
-    return True
+                self.dropped.discard(seq)
+                out.append(("dropped", seq))
+            self._prune(seq)
+            out.append(("took", seq))
+            # reported before it starts, still under the lock the agent kills under
+            write_frames(self.fd, out)
+            out.clear()
+        return self.np.frombuffer(data, dtype=float, offset=_SEQ.size).copy()
 
 
 def objective_value(raw: Any) -> float:

@@ -56,9 +56,10 @@ class _Child:
     agent polls like any other, and what was sent before then goes out at that moment.
     """
 
-    def __init__(self, ctx: Any, target: str, start_timeout: float) -> None:
+    def __init__(self, ctx: Any, target: str, start_timeout: float, *extra: Any) -> None:
         parent, child = ctx.Pipe()
-        self.proc = ctx.Process(target=pychild.main, args=(child, target), daemon=True)
+        self.proc = ctx.Process(target=pychild.main, args=(child, target, *extra),
+                                daemon=True)
         self.proc.start()
         child.close()
         self.conn: Connection = parent  # kept for its lifetime; I/O goes through the fd
@@ -184,7 +185,9 @@ class PythonEvaluator:
             raise ConfigError(f"--python needs module:function, got {target!r}")
         self.target = target
         self.start_timeout = start_timeout
+        self.slots = slots
         self.lookahead = slots == 1
+        self.ahead_max = AHEAD
         self.ahead: dict[Key, _Job] = {}  # sent ahead, not yet started by the agent
         self._seq = 0
         self._last: _Child | None = None  # the child the agent gave work to last
