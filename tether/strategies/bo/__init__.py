@@ -66,7 +66,6 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
               if name == "async-bo" else strategy_mod.POLISH_RADIUS)
     # off by default: measured only with staggered islands (docs/bo.md, Seventh pass)
     wait = o.get("handover_wait", False, bool) if name == "async-bo" else False
-    share = o.get("share_data", islands_mod.SHARE, bool) if name == "async-bo" else False
     o.done()
     if math.isnan(yield_logei):
         raise ConfigError("[strategy] yield_logei must be a number, got nan")
@@ -113,8 +112,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
                       candidates=cands, exploit=exploit, warp=warp_kind, ask_ahead=ahead,
                       explore=explore, explore_evals=explore_evals if explore != "none" else 0,
                       islands=islands, handover=handover, polish=polish, stagger=stagger,
-                      yield_logei=yield_logei, polish_radius=radius, handover_wait=wait,
-                      share_data=share)
+                      yield_logei=yield_logei, polish_radius=radius, handover_wait=wait)
 
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -145,7 +143,7 @@ def make_async_bo(space: Space, budget: int, options: Mapping[str, Any]) -> Asyn
 
         isl = Islands(space, budget, settings.islands, settings.handover, island,
                       stagger=settings.stagger, yield_logei=settings.yield_logei,
-                      handover_wait=settings.handover_wait, share_data=settings.share_data)
+                      handover_wait=settings.handover_wait)
         isl.ask_ahead = settings.ask_ahead  # the controller reads it from the top strategy
         return isl
     from tether.strategies.bo.strategy import AsyncBO

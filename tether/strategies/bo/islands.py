@@ -46,7 +46,7 @@ import numpy as np
 from tether.records import Evaluate, Proposal, Record, RunView
 from tether.space import Space
 from tether.strategies.base import Strategy
-from tether.strategies.bo.strategy import BayesOpt, inside
+from tether.strategies.bo.strategy import BayesOpt
 
 _TAG = re.compile(r"^async-bo:island(\d+):(.*)$", re.S)
 # Half-width of the box a staggered island avoids around an earlier island's best point,
@@ -77,9 +77,6 @@ YIELD_LOGEI = -math.inf
 # the winners' last digits (docs/bo.md, Seventh pass: screens with 1, 2 and 3 sd).
 WAIT_RADIUS = 1.0
 WAIT_SDS = 2.0
-# The default of ``share_data``: a staggered island also fits the earlier islands'
-# results outside the boxes it avoids (docs/bo.md, Eighth pass).
-SHARE = False
 
 
 class Islands(Strategy):
@@ -89,14 +86,12 @@ class Islands(Strategy):
 
     def __init__(self, space: Space, budget: int, islands: int, handover: float,
                  make: Callable[[int, int], Strategy], stagger: float = 0.0,
-                 yield_logei: float = -math.inf, handover_wait: bool = False,
-                 share_data: bool = False) -> None:
+                 yield_logei: float = -math.inf, handover_wait: bool = False) -> None:
         """``make(i, budget)`` builds island ``i``'s strategy for that budget."""
         self.space, self.budget, self.k, self.handover = space, budget, islands, handover
         self.stagger = stagger
         self.yield_logei = yield_logei
         self.handover_wait = handover_wait
-        self.share_data = share_data
         self.shares = [budget // islands + (i < budget % islands) for i in range(islands)]
         self.subs = [make(i, self.shares[i]) for i in range(islands)]
         for sub in self.subs:  # its polish phase is the end of the run, not of its share
@@ -206,7 +201,6 @@ class Islands(Strategy):
         if not isinstance(me, BayesOpt):
             return
         boxes = []
-        seen: list[Record] = []
         for j in range(i):
             other, sub = self.subs[j], self._view(view, j, budgets[j])
             best = sub.best
@@ -216,13 +210,7 @@ class Islands(Strategy):
             half = np.where(ls >= AVOID_LONG, 1.0,
                             np.clip(AVOID_RADIUS * ls, AVOID_MIN, AVOID_MAX))
             boxes.append((self.space.to_unit(np.array(best.x, dtype=float)), half))
-            seen += [r for r in sub.records.values()
-                     if r.value is not None and math.isfinite(r.value)]
         me.avoid = boxes
-        if self.share_data and seen and boxes:
-            x = self.space.to_unit(np.array([r.x for r in seen], dtype=float))
-            out = ~inside(x, boxes)
-            me.shared = (x[out], np.array([r.value for r in seen], dtype=float)[out])
 
     def on_event(self, kind: str, record: Record, view: RunView) -> None:
         i, tag = self.island_of(record)

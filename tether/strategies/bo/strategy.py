@@ -76,7 +76,6 @@ class BOSettings:
     yield_logei: float = -math.inf  # async-bo islands: an island converged below it yields
     polish_radius: float = POLISH_RADIUS  # polish box half-width, in fitted lengthscales
     handover_wait: bool = False  # async-bo islands: the hand-over waits for climbing islands
-    share_data: bool = False  # async-bo staggered islands: fit earlier islands' outside points
 
 
 class BayesOpt(Strategy):
@@ -95,7 +94,7 @@ class BayesOpt(Strategy):
         self.design = sobol.random_base2(m)
         want = settings.candidates or min(1024, 256 + 128 * self.dim)
         self._cand_m = max(4, math.ceil(math.log2(want)))  # Sobol wants a power of two
-        self._data_key: tuple[int, float] = (-1, 0.0)  # data the model was last updated for
+        self._n_data = -1  # completed count the model was last updated for
         self._n_fitted = 0  # completed count at the last hyperparameter fit
         self._n_full = 0  # completed count at the last multi-start fit
         self._post: Posterior | None = None
@@ -104,9 +103,6 @@ class BayesOpt(Strategy):
         # boxes (centre, half-widths; unit cube) this search keeps out of: a staggered
         # island's view of the earlier islands' basins (islands.py), set before each ask
         self.avoid: list[tuple[np.ndarray, np.ndarray]] = []
-        # further data (unit cube, values) this search fits but did not propose: a
-        # staggered island's view of the earlier islands' points outside their boxes
-        self.shared: tuple[np.ndarray, np.ndarray] = (np.empty((0, self.dim)), np.empty(0))
         # the penalized log-EI (standardized units) of the last log-EI ask; +inf after
         # any other ask. Islands read it to tell a converged search (yield_logei)
         self.last_logei = math.inf
@@ -148,10 +144,9 @@ class BayesOpt(Strategy):
         """
         x, y = self.data(view)
         n = len(y)
-        key = (n, float(y.sum()))  # shared points can change without changing the count
-        if key == self._data_key:
+        if n == self._n_data:
             return
-        self._data_key = key
+        self._n_data = n
         self.model.set_data(x, warp(y, self.settings.warp))
         s = self.settings
         if self._n_full == 0 or n >= 2 * self._n_full:
@@ -169,8 +164,8 @@ class BayesOpt(Strategy):
             pts.append(rec.x)
             vals.append(rec.value)
         x = self.space.to_unit(np.array(pts, dtype=float).reshape(-1, self.dim))
-        return (np.vstack([self._prior_x, self.shared[0], x]),
-                np.concatenate([self._prior_y, self.shared[1], np.array(vals, dtype=float)]))
+        return (np.vstack([self._prior_x, x]),
+                np.concatenate([self._prior_y, np.array(vals, dtype=float)]))
 
     def busy_points(self, view: RunView) -> np.ndarray:
         """In-flight points (by eval id, from the view) plus failed ones, unit cube."""
