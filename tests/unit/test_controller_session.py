@@ -376,7 +376,7 @@ def test_pool_counts_stay_exact_under_random_holds_releases_and_rehold() -> None
 
 def test_auto_prefetch_of_a_node_agent_is_64_per_slot() -> None:
     # a node agent's slots are as many workers: its queue may hold what theirs would
-    sess, journal, clock = make(budget=1000, prefetch=None)
+    sess, _, clock = make(budget=1000, prefetch=None)
     sess.receive(b"N", hello("node", slots=4), clock.t)
     first = evaluates(sent(sess), b"N")
     assert len(first) == 4 + 1  # its slots and one queued, until its first result
