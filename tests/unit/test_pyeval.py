@@ -1,5 +1,6 @@
-"""Work sent ahead to a Python objective's child (a single-slot agent with prefetched
-evaluations): order, drops, kills and a dead child, over real spawned children."""
+"""Work sent ahead to a Python objective's children, over real spawned children: order,
+drops, kills and a dead child, for a single-slot agent's one child (pyeval) and for the
+feed a multi-slot agent's children share (pyfeed; its own cases in test_pyfeed.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import select
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tether.worker.evaluators import Done, Output, Running
 from tether.worker.pyeval import PythonEvaluator
+from tether.worker.pyfeed import FeedEvaluator
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,9 +56,20 @@ def done(value: float) -> Output:
     return Done(True, value)
 
 
+@pytest.fixture(params=[PythonEvaluator, FeedEvaluator], ids=["one child", "feed"])
+def Evaluator(request: pytest.FixtureRequest) -> Any:
+    return request.param
+
+
+def live(ev: PythonEvaluator | FeedEvaluator) -> list[int]:
+    """The pids of the evaluator's children still alive."""
+    children = ev._children.values() if isinstance(ev._children, dict) else ev._children
+    return [c.proc.pid for c in children if not c.dead]
+
+
 def test_work_sent_ahead_runs_in_order_in_one_child_and_a_dropped_job_never_starts(
-        tmp: Path) -> None:
-    ev = PythonEvaluator("tests.integration.objectives:traced")
+        tmp: Path, Evaluator: type) -> None:
+    ev = Evaluator("tests.integration.objectives:traced")
     try:
         first = ev.start(1, [0.1, 1.0], NAMES)
         started(tmp, 1)  # running, held at its gate
@@ -73,15 +87,15 @@ def test_work_sent_ahead_runs_in_order_in_one_child_and_a_dropped_job_never_star
         trace = started(tmp, 3)
         assert [x for x, _ in trace] == ["0.1", "0.2", "0.4"]  # 0.3 never started
         (pid,) = {p for _, p in trace}
-        assert [c.proc.pid for c in ev._idle] == [pid]  # the same child, still alive
+        assert live(ev) == [pid]  # the same child, still alive
         assert os.waitpid(pid, os.WNOHANG) == (0, 0)
     finally:
         ev.close()
 
 
 def test_a_job_started_before_its_drop_arrived_dies_with_its_child_and_the_next_moves(
-        tmp: Path) -> None:
-    ev = PythonEvaluator("tests.integration.objectives:traced")
+        tmp: Path, Evaluator: type) -> None:
+    ev = Evaluator("tests.integration.objectives:traced")
     try:
         first = ev.start(1, [0.1, 1.0], NAMES)
         started(tmp, 1)
@@ -96,13 +110,14 @@ def test_a_job_started_before_its_drop_arrived_dies_with_its_child_and_the_next_
         (a, pid_a), (b, pid_b), (c, pid_c) = started(tmp, 3)
         assert (a, b, c) == ("0.1", "0.2", "0.3")
         assert pid_a == pid_b != pid_c
-        assert pid_a not in {c.proc.pid for c in ev._children if not c.dead}
+        assert pid_a not in live(ev)
     finally:
         ev.close()
 
 
-def test_killing_the_running_job_moves_the_work_behind_it_to_a_new_child(tmp: Path) -> None:
-    ev = PythonEvaluator("tests.integration.objectives:traced")
+def test_killing_the_running_job_moves_the_work_behind_it_to_a_new_child(
+        tmp: Path, Evaluator: type) -> None:
+    ev = Evaluator("tests.integration.objectives:traced")
     try:
         first = ev.start(1, [0.1, 1.0], NAMES)
         started(tmp, 1)
@@ -118,8 +133,9 @@ def test_killing_the_running_job_moves_the_work_behind_it_to_a_new_child(tmp: Pa
         ev.close()
 
 
-def test_a_dead_child_fails_its_job_and_the_work_behind_it_moves(tmp: Path) -> None:
-    ev = PythonEvaluator("tests.integration.objectives:traced")
+def test_a_dead_child_fails_its_job_and_the_work_behind_it_moves(
+        tmp: Path, Evaluator: type) -> None:
+    ev = Evaluator("tests.integration.objectives:traced")
     try:
         first = ev.start(1, [0.1, 1.0], NAMES)
         ((_, pid_a),) = started(tmp, 1)
@@ -136,8 +152,9 @@ def test_a_dead_child_fails_its_job_and_the_work_behind_it_moves(tmp: Path) -> N
         ev.close()
 
 
-def test_a_job_forgotten_before_it_was_written_is_taken_back(tmp: Path) -> None:
-    ev = PythonEvaluator("tests.integration.objectives:traced")
+def test_a_job_forgotten_before_it_was_written_is_taken_back(
+        tmp: Path, Evaluator: type) -> None:
+    ev = Evaluator("tests.integration.objectives:traced")
     try:
         first = ev.start(1, [0.1, 1.0], NAMES)
         started(tmp, 1)

@@ -331,6 +331,19 @@ class PythonEvaluator:
         self.ahead.clear()
 
 
+def outputs(frames: list[Any]) -> list[Output]:
+    """A job's frames from its child, as outputs (an outcome ends them); clears them."""
+    out: list[Output] = []
+    for frame in frames:
+        kind = frame[0]
+        if kind == "partial":
+            out.append(PartialOut(frame[1], frame[2]))
+        else:
+            out.append(Done(True, frame[1]) if kind == "value" else Done(False, error=frame[1]))
+    frames.clear()
+    return out
+
+
 class _PythonRun:
     def __init__(self, ev: PythonEvaluator, job: _Job) -> None:
         self.ev = ev
@@ -360,18 +373,10 @@ class _PythonRun:
         return self._outputs()
 
     def _outputs(self) -> list[Output]:
-        job = self.job
-        if self.done or not job.frames:
+        if self.done or not self.job.frames:
             return []
-        out: list[Output] = []
-        for frame in job.frames:
-            kind = frame[0]
-            if kind == "partial":
-                out.append(PartialOut(frame[1], frame[2]))
-            else:
-                self.done = True
-                out.append(Done(True, frame[1]) if kind == "value" else Done(False, error=frame[1]))
-        job.frames.clear()
+        out = outputs(self.job.frames)
+        self.done = isinstance(out[-1], Done)
         return out
 
     def _poll_start(self, child: _Child) -> None:

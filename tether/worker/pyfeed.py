@@ -34,8 +34,8 @@ from typing import Any
 
 from tether.errors import ConfigError
 from tether.worker import pychild
-from tether.worker.evaluators import Done, Output, PartialOut
-from tether.worker.pyeval import DIED, Key, _Child
+from tether.worker.evaluators import Done, Output
+from tether.worker.pyeval import DIED, Key, _Child, outputs
 
 # a write of at most PIPE_BUF bytes is atomic (POSIX), and at most this much is in the
 # feed, half of Linux's default pipe buffer: a write to it never blocks the agent
@@ -400,18 +400,10 @@ class _FeedRun:
     def poll(self, now: float) -> list[Output]:
         if not self.done and not self.job.ended:
             self.ev.pump()
-        job = self.job
-        if self.done or not job.frames:
+        if self.done or not self.job.frames:
             return []
-        out: list[Output] = []
-        for frame in job.frames:
-            kind = frame[0]
-            if kind == "partial":
-                out.append(PartialOut(frame[1], frame[2]))
-            else:
-                self.done = True
-                out.append(Done(True, frame[1]) if kind == "value" else Done(False, error=frame[1]))
-        job.frames.clear()
+        out = outputs(self.job.frames)
+        self.done = isinstance(out[-1], Done)
         return out
 
     def kill(self, now: float, hard: bool = False) -> None:
