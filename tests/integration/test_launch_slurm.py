@@ -135,11 +135,12 @@ def _events(log: Path) -> list[dict[str, object]]:
 
 def _dispatched_as_a_generation_stopped(log: Path) -> set[object]:
     """Evaluations whose dispatch is among the last events of a controller generation
-    (nothing but other dispatches after it before the next ``run_started``). Such a
-    dispatch may be journaled (the journal goes first) in the very turn the SIGTERM
-    stops the controller and never reach its worker; the next generation re-queues it
-    when the worker rejoins without it. That is the designed recovery, and nothing runs
-    twice (generations.py checks "repeated 0"); any other re-queue is a fault."""
+    (nothing but other dispatches after it before the next ``run_started``). CI saw one
+    such dispatch, journaled (the journal goes first) in the turn the SIGTERM stopped
+    the controller, missing from its worker's next hello, although a stopping controller
+    flushes and lingers 2 s (why it never arrived is not found yet). The next generation
+    re-queued it when the worker rejoined without it: the designed recovery, and nothing
+    ran twice (generations.py checks "repeated 0"). Any other re-queue is a fault."""
     late: set[object] = set()
     tail: list[object] = []
     for e in _events(log):
