@@ -128,7 +128,6 @@ def _ours_active(names: list[str]) -> list[str]:
     return r.stdout.split()
 
 
-@pytest.mark.timeout(900)
 def _events(log: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
@@ -154,6 +153,7 @@ def _dispatched_as_a_generation_stopped(log: Path) -> set[object]:
     return late
 
 
+@pytest.mark.timeout(900)
 def test_chained_controller_jobs_and_launched_workers_finish_a_run(tmp_path: Path) -> None:
     """scripts/slurm/controller.sbatch as shipped but for its signal lead (one-minute
     jobs): a chain of controller generations, each resuming the log, while two worker
