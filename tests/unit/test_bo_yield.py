@@ -91,6 +91,28 @@ def test_a_converged_island_yields_to_the_other() -> None:
     assert island[first_gp:].count(0) <= 1 and island.count(1) >= 24 - 5
 
 
+def test_when_every_island_has_converged_the_best_one_asks() -> None:
+    # two GP islands for which every log-EI counts as converged, one worker (each ask
+    # sees every result before it): once both designs are out, every ask goes to the
+    # island holding the best point so far; the fewest-points rule alternated them (no
+    # exploit step: a posterior-mean ask has no log-EI, so it never yields)
+    sp = Space.unit(2)
+
+    def make(i: int, share: int) -> Strategy:
+        return make_async_bo(sp, share, {"seed": 3 + i, "explore": "none",
+                                         "initial_points": 4, "exploit": 0})
+
+    s = Islands(sp, 20, 2, 1.0, make, yield_logei=1e9)
+    res = SimulatedController(sp, s, branin, workers=1, settings=RunSettings(budget=20)).run()
+    recs = [res.records[k] for k in sorted(res.records)]
+    asked = [Islands.island_of(r)[0] for r in recs]
+    assert sorted(asked[:8]) == [0] * 4 + [1] * 4  # the two designs
+    for k in range(8, len(recs)):
+        done = [r for r in recs[:k] if r.value is not None]
+        best = min(done, key=lambda r: r.value if r.value is not None else math.inf)
+        assert asked[k] == Islands.island_of(best)[0], k
+
+
 def test_yielding_islands_reach_the_branin_minimum() -> None:
     sp = Space.unit(2)
     opts = dict(OPTS, seed=3, yield_logei=-5.0)

@@ -32,6 +32,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     """Validate a ``[strategy]`` table into :class:`BOSettings` (ConfigError on mistakes)."""
     from tether.strategies.bo import islands as islands_mod
     from tether.strategies.bo import strategy as strategy_mod
+    from tether.strategies.bo.model import DEFAULT_NOISE
     from tether.strategies.bo.strategy import BOSettings
 
     o = Options(name, options)
@@ -41,7 +42,7 @@ def parse_options(name: str, space: Space, options: Mapping[str, Any],
     kernel = o.get("kernel", "matern52", str)
     acq = o.get("acquisition", "logei", str)
     pen = o.get("penalizer", "hard", str)
-    noise_opt = o.get("noise", 1e-6, (float, str))
+    noise_opt = o.get("noise", DEFAULT_NOISE, (float, str))
     refit = o.get("refit_every", 1, int)
     restarts = o.get("restarts", 2, int)
     cands = o.get("candidates", 0, int)

@@ -19,7 +19,8 @@ has to find another (docs/bo.md, Islands).
 With ``yield_logei`` an island whose ask has a penalized log-EI below it (its model
 expects nothing more from its basin) yields the ask to the next island, unless that one
 is below it too: a converged island no longer takes every other ask from one still
-climbing another basin (docs/bo.md, Sixth pass).
+climbing another basin (docs/bo.md, Sixth pass). When every island has converged, the
+one holding the run's best asks (Ninth pass).
 
 With ``handover_wait`` the hand-over waits for islands still climbing: after
 ``handover`` of the budget an island stays in while its model's lower bound, in a box
@@ -165,11 +166,11 @@ class Islands(Strategy):
         # staggered island counts as if it had (1 - CATCH_UP) of the points out at its start
         head = [(1.0 - CATCH_UP) * i * self.stagger * self.budget for i in range(self.k)]
         order = sorted(alive, key=lambda i: counts[i] + head[i])
+        best_island = self.island_of(view.best)[0] if view.best is not None else -1
         if len(alive) > 1 and self._handed_over(view):
             # after the hand-over the best island asks first: a climbing island only gets
             # the asks the best one yields (converged), not every other one
-            w = self.island_of(view.best)[0] if view.best is not None else -1
-            order.sort(key=lambda i: i != w)
+            order.sort(key=lambda i: i != best_island)
         spare: tuple[int, Evaluate] | None = None
         for i in order:
             sub = self._view(view, i, budgets[i])
@@ -181,10 +182,11 @@ class Islands(Strategy):
             if not isinstance(p, Evaluate):
                 continue
             # a converged island (its best log-EI below yield_logei) asks only when
-            # every other island still asking has converged too
+            # every other island still asking has converged too; then the one holding
+            # the run's best asks, since its last digits are what the run reports
             if getattr(self.subs[i], "last_logei", math.inf) >= self.yield_logei:
                 return Evaluate(p.x, f"async-bo:island{i}:{p.tag}")
-            if spare is None:
+            if spare is None or i == best_island:
                 spare = (i, p)
         if spare is not None:
             return Evaluate(spare[1].x, f"async-bo:island{spare[0]}:{spare[1].tag}")

@@ -23,7 +23,7 @@ from tether.records import Evaluate, Proposal, Record, RunView, Status
 from tether.space import Space
 from tether.strategies.base import Strategy, rng_for
 from tether.strategies.bo.acquisition import AcqFn, PenalizedLogEI, lipschitz, maximize, repeats
-from tether.strategies.bo.model import GPModel, Posterior
+from tether.strategies.bo.model import DEFAULT_NOISE, GPModel, Posterior
 
 MIN_DATA = 2  # completed values needed before the GP takes over from the design
 # rng_for counters at or above this draw the design; below it, per-ask candidates.
@@ -59,7 +59,7 @@ class BOSettings:
     kernel: str = "matern52"  # matern52 | rbf
     acquisition: str = "logei"  # logei | ei (plain log of EI, for comparison)
     penalizer: str = "hard"  # hard | soft
-    noise: float | None = 1e-6  # fixed noise variance (standardized units); None: fitted
+    noise: float | None = DEFAULT_NOISE  # fixed noise variance (standardized units); None: fitted
     refit_every: int = 1  # new results between hyperparameter fits
     restarts: int = 2  # random L-BFGS-B restarts at full refits
     candidates: int = 0  # quasi-random candidates per ask (rounded up to 2^k); 0: auto
