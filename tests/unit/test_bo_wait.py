@@ -122,7 +122,7 @@ def test_predicted_min_is_the_posterior_mean_near_the_best_point() -> None:
         view.put(res.records[k])
     best = min(r.value for r in res.completed if r.value is not None)
     mean = bo.predicted_min(view, 1.0, 0.0)
-    # the mean interpolates the data (noise 1e-6): at most the best value, and close to it
+    # the mean interpolates the data (noise 1e-8): at most the best value, and close to it
     assert mean <= best + 1e-6 and abs(mean - best) < 0.5 * abs(best - 0.397887) + 0.5
     # a lower bound lower still
     assert bo.predicted_min(view, 1.0, 2.0) < mean
