@@ -32,6 +32,11 @@ AcqFn = Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray | None]]
 # the last 20 asks; refinement steps are 1e-4 and more (2 of 555 asks within 1e-3 of a
 # known point were closer than 1e-4), so this bars only repeats.
 REPEAT = 1e-5
+# Line-search steps per L-BFGS-B iteration when polishing (scipy's default is 20). A
+# search that needs more than a few steps is chasing rounding in a nearly flat log-EI
+# (noise floor 1e-8); stopping there keeps the best point so far, which is still compared
+# with the best candidate. 2-D asks at 100 observations: 63 evaluations -> 23 (Ninth pass).
+MAX_LINE_SEARCH = 5
 
 
 def log_h(z: np.ndarray) -> np.ndarray:
@@ -172,17 +177,31 @@ def maximize(acq: AcqFn, candidates: np.ndarray, n_starts: int = 6,
     lo, hi = box if box is not None else (np.zeros(d), np.ones(d))
     res = minimize(fun, starts.ravel(), jac=True, method="L-BFGS-B",
                    bounds=list(zip(np.tile(lo, m), np.tile(hi, m), strict=True)),
-                   options={"maxiter": maxiter})
+                   options={"maxiter": maxiter, "maxls": MAX_LINE_SEARCH})
     polished = np.clip(res.x.reshape(m, d), lo, hi)
     pv, _ = acq(polished, False)
+    top: int | None = int(order[0])
     if known is not None and len(known):
         pv = np.where(repeats(polished, known), -np.inf, pv)
-        vals = np.where(repeats(candidates, known), -np.inf, vals)
-        order = np.argsort(-vals)
+        top = first_new(candidates, order, known)
     i = int(np.argmax(pv))
-    if pv[i] >= vals[order[0]]:
+    if top is None or pv[i] >= vals[top]:
         return polished[i], float(pv[i])
-    return candidates[order[0]], float(vals[order[0]])
+    return candidates[top], float(vals[top])
+
+
+def first_new(candidates: np.ndarray, order: np.ndarray, known: np.ndarray,
+              block: int = 32) -> int | None:
+    """The first index in ``order`` whose candidate is not a repeat of a known point.
+
+    Checked a block at a time in order of value: the answer is nearly always in the
+    first block, and checking every candidate cost 2 ms of a 2-D ask (Ninth pass)."""
+    for k in range(0, len(order), block):
+        idx = order[k:k + block]
+        fresh = np.flatnonzero(~repeats(candidates[idx], known))
+        if len(fresh):
+            return int(idx[fresh[0]])
+    return None
 
 
 def repeats(x: np.ndarray, known: np.ndarray) -> np.ndarray:
