@@ -9,6 +9,7 @@ from scipy.special import ndtr
 from tether.strategies.bo.acquisition import (
     PenalizedLogEI,
     dlog_h,
+    first_new,
     lipschitz,
     log_h,
     maximize,
@@ -168,3 +169,17 @@ def test_maximize_never_answers_a_known_point() -> None:
     assert np.abs(x - target).max() < 0.3  # still the best region, just not the point
     x0, _ = maximize(acq, cands, n_starts=4)
     assert repeats(x0[None, :], target[None, :])[0]  # without ``known`` it would repeat
+
+
+def test_first_new_skips_repeats_across_blocks_in_order_of_value() -> None:
+    # 40 known points ranked first (more than one block of 32), then new ones: the answer
+    # is the best-ranked new candidate, exactly what masking every repeat would give
+    rng = np.random.default_rng(7)
+    known = rng.random((40, 2))
+    fresh = rng.random((10, 2)) * 0.01 + 2.0  # far from every known point
+    cands = np.vstack([known + 1e-7, fresh])
+    order = np.concatenate([np.arange(40), 40 + np.arange(10)[::-1]])
+    assert first_new(cands, order, known) == 49
+    masked = np.flatnonzero(~repeats(cands[order], known))
+    assert int(order[masked[0]]) == 49
+    assert first_new(cands[:40], order[:40], known) is None
