@@ -95,6 +95,9 @@ def main() -> None:
     a = ap.parse_args()
     out: dict[str, dict[str, list[float]]] = {}
     impls = ["tether", "trieste"] if a.impl == "both" else [a.impl]
+    # this script puts its own tree first on sys.path, so PYTHONPATH cannot point it at
+    # another checkout: say which tree is measured (run each tree's own copy to compare)
+    print(f"tether from {Path(sys.modules['tether'].__file__ or '').parent.parent}", flush=True)
     for impl in impls:
         if impl == "trieste" and a.impl == "both":
             tmp = ROOT / "benchmarks" / ".trieste-latency.json"
