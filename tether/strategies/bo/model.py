@@ -115,9 +115,16 @@ class Posterior:
     def predict(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Mean and variance at (m, d) points."""
         ks = kernel_matrix(self.kind, xs, self.x, self.hyp)
-        v = solve_triangular(self.chol[0], ks.T, lower=True, check_finite=False)
-        var = np.maximum(self.hyp.variance - (v * v).sum(0), 1e-12)
+        _, var = self._whiten(ks)
         return ks @ self.alpha, var
+
+    def _whiten(self, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """L⁻¹kᵀ (n, m) and the variance |L⁻¹k|², the one form both predictions use: at
+        a noise floor of 1e-8, k·K⁻¹k loses its last digits near the data to K's
+        conditioning, and a gradient from it disagreed with the value enough to double
+        the acquisition's line-search evaluations (docs/bo.md, Ninth pass)."""
+        v = solve_triangular(self.chol[0], ks.T, lower=True, check_finite=False)
+        return v, np.maximum(self.hyp.variance - (v * v).sum(0), 1e-12)
 
     def mean_grad(self, xs: np.ndarray) -> np.ndarray:
         """Gradient (m, d) of the posterior mean, without the variance's O(m n^2) solve.
@@ -142,14 +149,9 @@ class Posterior:
         ks, dk = kernel_grad(self.kind, xs, self.x, self.hyp)
         mean = ks @ self.alpha
         dmean = np.einsum("mnd,n->md", dk, self.alpha)
-        # the variance as in predict (|L^-1 k|^2), not k.K^-1 k: at a noise floor of 1e-8
-        # the latter loses its last digits near the data to K's conditioning, the value
-        # and gradient there disagree, and the acquisition's line searches took twice the
-        # evaluations (Ninth pass)
-        v = solve_triangular(self.chol[0], ks.T, lower=True, check_finite=False)
+        v, var = self._whiten(ks)
         kinv_ks = solve_triangular(self.chol[0], v, lower=True, trans="T",
                                    check_finite=False)  # (n, m)
-        var = np.maximum(self.hyp.variance - (v * v).sum(0), 1e-12)
         dvar = -2.0 * np.einsum("mnd,nm->md", dk, kinv_ks)
         return mean, var, dmean, dvar
 
@@ -272,7 +274,7 @@ class GPModel:
         theta = np.exp(self.get_theta())
         d = self.dim
         noise = float(theta[d + 1]) if self.learn_noise else self._noise
-        return Hyper(theta[:d].astype(float), float(theta[d]), noise)
+        return Hyper(theta[:d], float(theta[d]), noise)
 
     def loss(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         try:
