@@ -119,12 +119,18 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=0,
                     help="evaluations per run instead of the problem's (a diagnostic: "
                          "is the budget what limits a strategy? docs/bo.md, Fifth pass)")
+    ap.add_argument("--workers", type=int, default=0,
+                    help="simulated workers instead of the problem's (a diagnostic: "
+                         "what does asynchrony cost? docs/bo.md, Tenth pass)")
     a = ap.parse_args()
     global DURATIONS
     DURATIONS = a.durations
     if a.budget > 0:  # forked workers inherit the changed table
         for p in PROBLEMS.values():
             p["budget"] = a.budget
+    if a.workers > 0:
+        for p in PROBLEMS.values():
+            p["workers"] = a.workers
     extra: dict[str, Any] = {}
     for kv in a.opt:
         k, _, v = kv.partition("=")

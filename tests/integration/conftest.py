@@ -8,6 +8,19 @@ import pytest
 
 from tests.integration.harness import Cluster
 
+# Under pytest-xdist (scripts/test runs two processes) tests that share one machine-wide
+# resource run in one process, one after the other: the one-node Slurm cluster (two
+# jobs at once would queue behind each other and miss their walltime windows) and the
+# veth address ranges of the network-namespace tests.
+SHARED = {"test_slurm.py": "slurm", "test_launch_slurm.py": "slurm", "test_netns.py": "netns"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        group = SHARED.get(item.path.name)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:

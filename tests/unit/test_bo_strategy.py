@@ -280,9 +280,10 @@ def test_busy_points_are_the_in_flight_and_failed_records_by_id() -> None:
     assert len(y) == 8  # failed and killed records stay out of the GP
 
 
-def test_async_bo_never_reproposes_pending_or_failed_points() -> None:
+@pytest.mark.parametrize("penalizer", ["hard", "believer"])
+def test_async_bo_never_reproposes_pending_or_failed_points(penalizer: str) -> None:
     sp = Space.unit(2)
-    s = create("async-bo", sp, 30, {"seed": 0, "exploit": 0})
+    s = create("async-bo", sp, 30, {"seed": 0, "exploit": 0, "penalizer": penalizer})
     rng = np.random.default_rng(4)
     done = [(list(x), branin(x)) for x in rng.random((12, 2))]
     # Put the running and failed points where the unpenalized acquisition wants to go.
@@ -297,6 +298,29 @@ def test_async_bo_never_reproposes_pending_or_failed_points() -> None:
     assert isinstance(third, Evaluate)
     for other in (first, second):
         assert np.linalg.norm(np.subtract(third.x, other.x)) > 1e-3
+
+
+def test_the_believer_keeps_the_mean_and_collapses_the_variance_at_pending_points() -> None:
+    sp = Space.unit(2)
+    s = create("async-bo", sp, 30, {"seed": 0, "exploit": 0, "penalizer": "believer"})
+    rng = np.random.default_rng(5)
+    done = [(list(x), branin(x)) for x in rng.random((12, 2))]
+    first = s.propose(_view(sp, done))
+    assert isinstance(first, Evaluate)
+    view = _view(sp, done, running=[list(first.x), [0.2, 0.7]])
+    s.update_model(view)
+    post = s._post
+    assert post is not None
+    best = float(s.model.targets().min())
+    acq = s._believer(view, post, best, lip=1.0, extra=[])
+    pend = np.array([first.x, (0.2, 0.7)])
+    xs = np.vstack([rng.random((64, 2)), pend])
+    m0, v0 = post.predict(xs)
+    m1, v1 = acq.post.predict(xs)
+    assert np.allclose(m0, m1, atol=1e-5)  # believing the mean leaves the mean
+    assert np.all(v1 <= v0 + 1e-9) and np.all(v1[-2:] < 1e-6 * v0[-2:].max())
+    assert acq.best == pytest.approx(min(best, float(m0[-2:].min())))
+    assert len(acq.busy) == 0  # nothing failed: no Lipschitz balls at all
 
 
 def test_fresh_strategy_proposes_from_a_replayed_view() -> None:

@@ -22,7 +22,7 @@ __all__ = ["make_async_bo", "make_batch_bo", "parse_options"]
 
 KERNELS = ("matern52", "rbf")
 ACQUISITIONS = ("logei", "ei")
-PENALIZERS = ("hard", "soft")
+PENALIZERS = ("hard", "soft", "believer")
 WARPS = ("none", "copula")
 EXPLORERS = ("none", "dycors")
 

@@ -97,7 +97,7 @@ class Posterior:
     """GP posterior of the latent function (standardized units), in numpy."""
 
     def __init__(self, kind: str, x: np.ndarray, y: np.ndarray, hyp: Hyper) -> None:
-        self.kind, self.x, self.hyp = kind, x, hyp
+        self.kind, self.x, self.y, self.hyp = kind, x, y, hyp
         k = kernel_matrix(kind, x, x, hyp)
         k[np.diag_indices_from(k)] += hyp.noise
         jitter = 0.0

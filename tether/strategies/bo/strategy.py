@@ -62,7 +62,7 @@ class BOSettings:
     seed: int | None = 0
     kernel: str = "matern52"  # matern52 | rbf
     acquisition: str = "logei"  # logei | ei (plain log of EI, for comparison)
-    penalizer: str = "hard"  # hard | soft
+    penalizer: str = "hard"  # hard | soft | believer
     noise: float | None = DEFAULT_NOISE  # fixed noise variance (standardized units); None: fitted
     refit_every: int = 1  # new results between hyperparameter fits
     restarts: int = 2  # random L-BFGS-B restarts at full refits
@@ -173,8 +173,12 @@ class BayesOpt(Strategy):
 
     def busy_points(self, view: RunView) -> np.ndarray:
         """In-flight points (by eval id, from the view) plus failed ones, unit cube."""
-        pts = [r.x for r in view.pending()]
-        pts += [r.x for r in view.records.values() if r.status is Status.FAILED]
+        return np.vstack([self._unit([r.x for r in view.pending()]), self.failed_points(view)])
+
+    def failed_points(self, view: RunView) -> np.ndarray:
+        return self._unit([r.x for r in view.records.values() if r.status is Status.FAILED])
+
+    def _unit(self, pts: list[tuple[float, ...]]) -> np.ndarray:
         return self.space.to_unit(np.array(pts, dtype=float).reshape(-1, self.dim))
 
     def next_point(self, view: RunView, extra: list[np.ndarray] | None = None,
@@ -196,8 +200,12 @@ class BayesOpt(Strategy):
         # the gradient at every data point costs O(n^2 d) memory: a sample past 256
         some = x_data if len(x_data) <= 256 else x_data[rng.choice(len(x_data), 256, False)]
         lip = lipschitz(post, np.vstack([sobol[:200], some]))
-        acq: AcqFn = PenalizedLogEI(post, best, busy, lip, penalizer=s.penalizer,
-                                    stable=s.acquisition == "logei")
+        acq: AcqFn
+        if s.penalizer == "believer":
+            acq = self._believer(view, post, best, lip, extra or [])
+        else:
+            acq = PenalizedLogEI(post, best, busy, lip, penalizer=s.penalizer,
+                                 stable=s.acquisition == "logei")
         if self.avoid:
             acq = avoiding(acq, self.avoid)
         # Around the best observed points, at a scale set by the fitted lengthscales,
@@ -215,6 +223,25 @@ class BayesOpt(Strategy):
                                       box=(lo, hi) if local else None,
                                       known=np.vstack([x_data, busy]))
         return x
+
+    def _believer(self, view: RunView, post: Posterior, best: float, lip: float,
+                  extra: list[np.ndarray]) -> PenalizedLogEI:
+        """log-EI of the GP that believes every in-flight point returns its posterior mean
+        (the kriging believer): same hyperparameters, the pending points as data. The
+        mean does not move, the variance collapses around each pending point and the
+        best value is the lowest believed one, so the next ask keeps its distance from
+        points in flight by the model's own lengthscales rather than by a Lipschitz
+        ball. Failed points keep the hard penalty (never to be retried)."""
+        pend = self._unit([r.x for r in view.pending()])
+        if extra:
+            pend = np.vstack([pend, np.array(extra)])
+        if len(pend):
+            mu, _ = post.predict(pend)
+            post = Posterior(post.kind, np.vstack([post.x, pend]),
+                             np.concatenate([post.y, mu]), post.hyp)
+            best = min(best, float(mu.min()))
+        return PenalizedLogEI(post, best, self.failed_points(view), lip,
+                              stable=self.settings.acquisition == "logei")
 
     def _box(self, center: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
         """The box of ``radius`` fitted lengthscales per axis around ``center`` (each
