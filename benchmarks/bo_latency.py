@@ -22,6 +22,11 @@ from typing import Any
 
 import numpy as np
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the backport
+    import tomli as tomllib
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -34,12 +39,23 @@ CASES = {"branin-2d": (2, scaled_branin, 80), "hartmann-6d": (6, hartmann6, 180)
 TRIESTE_PY = ROOT / "benchmarks" / ".venv-trieste" / "bin" / "python"
 
 
+OPTIONS: dict[str, Any] = {}  # --opt k=v: further [strategy] options of tether's case
+
+
+def option_value(v: str) -> Any:
+    """A --opt value read as a TOML value (a bare word is a string)."""
+    try:
+        return tomllib.loads(f"v = {v}")["v"]
+    except tomllib.TOMLDecodeError:
+        return v
+
+
 def tether_case(dim: int, f: Any, n0: int, steps: int,
                 cpu: list[float] | None = None) -> list[float]:
     from tether.strategies import create
 
     space = Space.unit(dim)
-    s = create("async-bo", space, 10_000, {"seed": 0, "exploit": 0})
+    s = create("async-bo", space, 10_000, {"seed": 0, "exploit": 0, **OPTIONS})
     rng = np.random.default_rng(0)
     view = RunView(space, budget=10_000, n_workers=3)
     for i, x in enumerate(rng.random((n0, dim))):
@@ -92,7 +108,12 @@ def main() -> None:
     ap.add_argument("--impl", default="tether", choices=["tether", "trieste", "both"])
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--json")
+    ap.add_argument("--opt", nargs="*", default=[],
+                    help="further [strategy] options k=v for tether (e.g. penalizer=believer)")
     a = ap.parse_args()
+    for kv in a.opt:
+        k, _, v = kv.partition("=")
+        OPTIONS[k] = option_value(v)
     out: dict[str, dict[str, list[float]]] = {}
     impls = ["tether", "trieste"] if a.impl == "both" else [a.impl]
     # this script puts its own tree first on sys.path, so PYTHONPATH cannot point it at

@@ -129,6 +129,9 @@ def test_predicted_min_is_the_posterior_mean_near_the_best_point() -> None:
     assert np.isfinite(bo.predicted_min(view, 0.1, 0.0))
 
 
-def test_waiting_islands_replay_from_the_log() -> None:
-    # whether an island waits is read from the view (its model at this ask)
-    assert_islands_replay(dict(OPTS, seed=2, polish=0.3, yield_logei=-5.0, handover_wait=True))
+@pytest.mark.parametrize("extra", [{}, {"penalizer": "believer", "explore": "none"}])
+def test_waiting_islands_replay_from_the_log(extra: dict[str, object]) -> None:
+    # whether an island waits is read from the view (its model at this ask); the
+    # believer's pending points are the view's too (the Tenth pass's island setting)
+    assert_islands_replay(dict(OPTS, seed=2, polish=0.3, yield_logei=-5.0, handover_wait=True,
+                               **extra))
