@@ -138,7 +138,9 @@ def _count_loss_calls(model: GPModel) -> list[int]:
     """Record the number of observations every likelihood evaluation sees."""
     seen: list[int] = []
     loss = model.loss
-    model.loss = lambda theta: (seen.append(model.n), loss(theta))[1]  # type: ignore[method-assign]
+    # the compiled loss reads the data from the tf.Variable (model.n counts all data)
+    model.loss = lambda theta: (seen.append(len(model._x.numpy())),  # type: ignore[method-assign]
+                                loss(theta))[1]
     return seen
 
 

@@ -225,6 +225,7 @@ class GPModel:
         self._predict_f = predict_f
         self.n_fits = 0  # L-BFGS-B runs so far (tests read it to check the refit policy)
         self.y_mean, self.y_std = 0.0, 1.0
+        self._xn, self._yn = np.zeros((0, dim)), np.zeros(0)
         self._warm()
 
     # ---------------------------------------------------------------- data
@@ -241,16 +242,20 @@ class GPModel:
         self.y_mean = float(y.mean()) if y.size else 0.0
         std = float(y.std()) if y.size > 1 else 0.0
         self.y_std = std if std > 1e-12 * max(1.0, abs(self.y_mean)) else 1.0
-        self._x.assign(np.asarray(x, dtype=float).reshape(-1, self.dim))
-        self._y.assign(((y - self.y_mean) / self.y_std).reshape(-1, 1))
+        # numpy copies for every read: a read of a tf.Variable is an eager op (0.1 ms),
+        # and an ask read the data a dozen times
+        self._xn = np.asarray(x, dtype=float).reshape(-1, self.dim)
+        self._yn = (y - self.y_mean) / self.y_std
+        self._x.assign(self._xn)
+        self._y.assign(self._yn.reshape(-1, 1))
 
     @property
     def n(self) -> int:
-        return int(self._tf.shape(self._x)[0])
+        return len(self._yn)
 
     def targets(self) -> np.ndarray:
         """The standardized training values, (n,)."""
-        return np.asarray(self._y.numpy()).ravel()
+        return self._yn
 
     def standardize(self, y: np.ndarray | float) -> np.ndarray:
         return (np.asarray(y, dtype=float) - self.y_mean) / self.y_std
@@ -303,8 +308,8 @@ class GPModel:
         seconds = FIT_SECONDS if seconds is None else seconds
         full = None
         if self.n > max_points:
-            full = (self._x.numpy(), self._y.numpy())
-            keep = fit_subset(full[1].ravel(), max_points, rng)
+            full = (self._xn, self._yn.reshape(-1, 1))
+            keep = fit_subset(self._yn, max_points, rng)
             self._x.assign(full[0][keep])
             self._y.assign(full[1][keep])
         try:
@@ -342,9 +347,7 @@ class GPModel:
 
     # ---------------------------------------------------------------- prediction
     def posterior(self) -> Posterior:
-        x = self._x.numpy()
-        y = self._y.numpy().ravel()
-        return Posterior(self.kind, x, y, self.hyper)
+        return Posterior(self.kind, self._xn, self._yn, self.hyper)
 
     def predict_tf(self, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """GPflow's own (compiled) prediction, standardized units; for checks."""
