@@ -466,9 +466,11 @@ def test_batch_bo_resumed_mid_batch_completes_that_batch() -> None:
     assert len([e for e in journal.events[cut:] if e["event"] == "proposed"]) == 1
 
 
-def test_batch_bo_is_synchronous_and_batches_fill_the_pool() -> None:
+@pytest.mark.parametrize("penalizer", ["hard", "believer"])
+def test_batch_bo_is_synchronous_and_batches_fill_the_pool(penalizer: str) -> None:
     sp = Space.unit(2)
-    s = create("batch-bo", sp, 24, {"seed": 0, "initial_points": 3})
+    # the believer conditions on the batch chosen so far as well as on pending points
+    s = create("batch-bo", sp, 24, {"seed": 0, "initial_points": 3, "penalizer": penalizer})
     res = SimulatedController(sp, s, branin, workers=3, settings=RunSettings(budget=24),
                               duration=lambda x: 1.0 + x.sum()).run()
     assert res.reason == "budget" and len(res.completed) == 24
