@@ -183,3 +183,18 @@ def test_first_new_skips_repeats_across_blocks_in_order_of_value() -> None:
     masked = np.flatnonzero(~repeats(cands[order], known))
     assert int(order[masked[0]]) == 49
     assert first_new(cands[:40], order[:40], known) is None
+
+
+def test_solve_lower_is_scipys_triangular_solve_bit_for_bit() -> None:
+    from scipy.linalg import cho_factor, solve_triangular
+
+    from tether.strategies.bo.model import solve_lower
+
+    rng = np.random.default_rng(0)
+    a = rng.random((40, 40))
+    chol = cho_factor(a @ a.T + 40 * np.eye(40), lower=True)[0]  # upper triangle: garbage
+    for factor in (chol, np.ascontiguousarray(chol)):  # Fortran and C order
+        for b in (rng.random((40, 5)), rng.random((5, 40)).T, rng.random(40)):
+            for trans, name in ((0, "N"), (1, "T")):
+                want = solve_triangular(factor, b, lower=True, trans=name, check_finite=False)
+                assert np.array_equal(solve_lower(factor, b, trans), want)

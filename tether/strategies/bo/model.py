@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve, solve_triangular
+from scipy.linalg import cho_factor, cho_solve, get_lapack_funcs
 from scipy.optimize import minimize
 
 from tether.errors import StrategyError
@@ -93,6 +93,22 @@ def _scaled_sqdist(a: np.ndarray, b: np.ndarray, ls: np.ndarray) -> np.ndarray:
     return np.maximum(r2, 0.0)
 
 
+_TRTRS = get_lapack_funcs(("trtrs",), (np.empty((1, 1)),))[0]  # float64
+
+
+def solve_lower(chol: np.ndarray, b: np.ndarray, trans: int = 0) -> np.ndarray:
+    """``solve_triangular(chol, b, lower=True, trans=trans, check_finite=False)``: the same
+    LAPACK call, without the batch-dispatch wrapper scipy puts around it, which cost
+    0.1 ms a call and 3 ms of a 2-D ask (two solves per acquisition evaluation)."""
+    if chol.flags.f_contiguous:
+        x, info = _TRTRS(chol, b, lower=1, trans=trans)
+    else:  # LAPACK wants Fortran order: solve the transposed system, as scipy does
+        x, info = _TRTRS(chol.T, b, lower=0, trans=1 - trans)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"triangular solve failed (info {info})")
+    return np.asarray(x)
+
+
 class Posterior:
     """GP posterior of the latent function (standardized units), in numpy."""
 
@@ -123,7 +139,7 @@ class Posterior:
         a noise floor of 1e-8, k·K⁻¹k loses its last digits near the data to K's
         conditioning, and a gradient from it disagreed with the value enough to double
         the acquisition's line-search evaluations (docs/bo.md, Ninth pass)."""
-        v = solve_triangular(self.chol[0], ks.T, lower=True, check_finite=False)
+        v = solve_lower(self.chol[0], ks.T)
         return v, np.maximum(self.hyp.variance - (v * v).sum(0), 1e-12)
 
     def mean_grad(self, xs: np.ndarray) -> np.ndarray:
@@ -150,8 +166,7 @@ class Posterior:
         mean = ks @ self.alpha
         dmean = np.einsum("mnd,n->md", dk, self.alpha)
         v, var = self._whiten(ks)
-        kinv_ks = solve_triangular(self.chol[0], v, lower=True, trans="T",
-                                   check_finite=False)  # (n, m)
+        kinv_ks = solve_lower(self.chol[0], v, trans=1)  # (n, m)
         dvar = -2.0 * np.einsum("mnd,nm->md", dk, kinv_ks)
         return mean, var, dmean, dvar
 
