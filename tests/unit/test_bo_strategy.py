@@ -314,8 +314,8 @@ def test_the_believer_keeps_the_mean_and_collapses_the_variance_at_pending_point
     post = s._post
     assert post is not None
     best = float(s.model.targets().min())
-    acq = s._believer(view, post, best, lip=1.0, extra=[])
     pend = np.array([first.x, (0.2, 0.7)])
+    acq = s._believer(post, best, pend, s.failed_points(view), lip=1.0)
     xs = np.vstack([rng.random((64, 2)), pend])
     m0, v0 = post.predict(xs)
     m1, v1 = acq.post.predict(xs)

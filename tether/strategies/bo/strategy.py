@@ -173,7 +173,10 @@ class BayesOpt(Strategy):
 
     def busy_points(self, view: RunView) -> np.ndarray:
         """In-flight points (by eval id, from the view) plus failed ones, unit cube."""
-        return np.vstack([self._unit([r.x for r in view.pending()]), self.failed_points(view)])
+        return np.vstack([self.pending_points(view), self.failed_points(view)])
+
+    def pending_points(self, view: RunView) -> np.ndarray:
+        return self._unit([r.x for r in view.pending()])
 
     def failed_points(self, view: RunView) -> np.ndarray:
         return self._unit([r.x for r in view.records.values() if r.status is Status.FAILED])
@@ -190,9 +193,9 @@ class BayesOpt(Strategy):
         post = self._post
         assert post is not None
         s = self.settings
-        busy = self.busy_points(view)
-        if extra:
-            busy = np.vstack([busy, np.array(extra)])
+        pend, failed = self.pending_points(view), self.failed_points(view)
+        more = [np.array(extra)] if extra else []
+        busy = np.vstack([pend, failed, *more])  # busy_points(view), then the batch so far
         rng = rng_for(s.seed, len(view.records) + len(extra or ()))
         sobol = qmc.Sobol(self.dim, scramble=True, seed=rng).random_base2(self._cand_m)
         x_data, y_std = post.x, self.model.targets()
@@ -202,7 +205,7 @@ class BayesOpt(Strategy):
         lip = lipschitz(post, np.vstack([sobol[:200], some]))
         acq: AcqFn
         if s.penalizer == "believer":
-            acq = self._believer(view, post, best, lip, extra or [])
+            acq = self._believer(post, best, np.vstack([pend, *more]), failed, lip)
         else:
             acq = PenalizedLogEI(post, best, busy, lip, penalizer=s.penalizer,
                                  stable=s.acquisition == "logei")
@@ -224,23 +227,20 @@ class BayesOpt(Strategy):
                                       known=np.vstack([x_data, busy]))
         return x
 
-    def _believer(self, view: RunView, post: Posterior, best: float, lip: float,
-                  extra: list[np.ndarray]) -> PenalizedLogEI:
+    def _believer(self, post: Posterior, best: float, pend: np.ndarray, failed: np.ndarray,
+                  lip: float) -> PenalizedLogEI:
         """log-EI of the GP that believes every in-flight point returns its posterior mean
         (the kriging believer): same hyperparameters, the pending points as data. The
         mean does not move, the variance collapses around each pending point and the
         best value is the lowest believed one, so the next ask keeps its distance from
         points in flight by the model's own lengthscales rather than by a Lipschitz
         ball. Failed points keep the hard penalty (never to be retried)."""
-        pend = self._unit([r.x for r in view.pending()])
-        if extra:
-            pend = np.vstack([pend, np.array(extra)])
         if len(pend):
             mu, _ = post.predict(pend)
             post = Posterior(post.kind, np.vstack([post.x, pend]),
                              np.concatenate([post.y, mu]), post.hyp)
             best = min(best, float(mu.min()))
-        return PenalizedLogEI(post, best, self.failed_points(view), lip,
+        return PenalizedLogEI(post, best, failed, lip,
                               stable=self.settings.acquisition == "logei")
 
     def _box(self, center: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
